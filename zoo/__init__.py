@@ -1,0 +1,25 @@
+"""zoo: Graphormer, DMP, MusicBERT, NAS-BERT, PriorGrad and DEQ/MDEQ as Hugging Face models.
+
+    import zoo
+    from transformers import AutoModel
+    model = AutoModel.from_pretrained("path/or/repo-id")   # any zoo folder; zoo registered the Auto classes
+"""
+
+from . import catalog  # noqa: E402,F401,I001  (last: registers every family with the Auto classes)
+from .auto import Family, families, get_family, register_family
+from .registry import (
+    ModelEntry,
+    OriginalCheckpoint,
+    UnknownModelError,
+    create_model,
+    list_models,
+    model_info,
+    register_model,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Family", "ModelEntry", "OriginalCheckpoint", "UnknownModelError", "create_model", "families", "get_family",
+    "list_models", "model_info", "register_family", "register_model",
+]
