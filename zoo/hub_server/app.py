@@ -613,16 +613,19 @@ def create_app(root: str | os.PathLike, token_file: str | os.PathLike | None = N
                                  filename=path.rsplit("/", 1)[-1] if request.query_params.get("download") else None)
 
     # ------------------------------------------------------------------ pages
-    from .pages import render_index, render_model
+    from .pages import render_error, render_index, render_model
 
     async def index_page(request: Request, ident: Identity) -> Response:
         return HTMLResponse(render_index(hub, ident, request.query_params.get("search", "")))
 
     async def model_page(request: Request, ident: Identity) -> Response:
         repo_id = repo_of(request)
-        hub.check_read(ident, repo_id)
         revision = request.query_params.get("revision") or "main"
-        return HTMLResponse(render_model(hub, ident, repo_id, revision, hub.base_url(request)))
+        try:
+            hub.check_read(ident, repo_id)
+            return HTMLResponse(render_model(hub, ident, repo_id, revision, hub.base_url(request)))
+        except HubError as err:
+            return HTMLResponse(render_error(err), status_code=err.status)
 
     async def validate_yaml(request: Request, ident: Identity) -> Response:
         body = await request.json()
