@@ -347,3 +347,17 @@ def test_200mb_weight_file_via_lfs(hub, session, tmp_path, capsys):
         print(f"\n200 MB LFS round trip: {size / 1e6:.0f} MB, upload_folder {upload_s:.1f} s "
               f"({size / 1e6 / upload_s:.0f} MB/s incl. validation+hashing), "
               f"hf_hub_download {download_s:.1f} s ({size / 1e6 / download_s:.0f} MB/s)")
+
+
+def test_plain_upload_folder_and_tokenizer_round_trip(hub, session, tmp_path):
+    """Unmodified huggingface_hub/transformers calls: HfApi.upload_folder, then AutoTokenizer from the hub."""
+    from transformers import AutoTokenizer, BertTokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "zoo", "hub", "works", "##s"]
+    folder = tmp_path / "tok"
+    BertTokenizer(vocab={word: index for index, word in enumerate(words)}).save_pretrained(folder)
+    session.create_repo("org/tok")
+    info = session.upload_folder(folder_path=folder, repo_id="org/tok", commit_message="tokenizer")
+    assert session.model_info("org/tok").sha == info.oid
+    tokenizer = AutoTokenizer.from_pretrained("org/tok", cache_dir=tmp_path / "cache")
+    assert tokenizer("the zoo hubs works")["input_ids"] == [2, 5, 6, 7, 9, 8, 3]
