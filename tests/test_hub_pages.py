@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub.helpers import make_toy_folder
-from tests.test_hub_validate import METRICS
+from tests.hub.helpers import METRICS, make_toy_folder
 from zoo.hub import upload_folder
 from zoo.hub_server import LocalHub
 

@@ -12,17 +12,10 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 
 import hub_upload
-from tests.hub.helpers import CARDS, make_toy_folder
+from tests.hub.helpers import CARDS, METRICS, make_toy_folder
 from zoo.hub import FolderValidationError, pipeline_tag_for, render_card, validate_folder
 from zoo.hub_server.app import validate_card_metadata
 from zoo.hub_server.storage import BlobMissingError, FileChange, HubStore, InvalidRequest
-
-METRICS = {
-    "base_model": "org/toy-base",
-    "datasets": ["glue"],
-    "results": [{"task_type": "text-classification", "dataset_type": "glue", "dataset_name": "GLUE SST-2",
-                 "dataset_split": "validation", "metric_type": "accuracy", "metric_value": 0.5}],
-}
 
 
 @pytest.fixture(scope="module")

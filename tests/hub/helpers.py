@@ -13,6 +13,14 @@ from tests.toy.modeling_toy import ToyForSequenceClassification
 from zoo.hub import write_card
 
 CARDS = Path(__file__).resolve().parent / "cards"
+# metrics.json of a "fine-tuned" toy: the card gets base_model and model-index from it
+METRICS = {
+    "base_model": "org/toy-base",
+    "datasets": ["glue"],
+    "results": [{"task_type": "text-classification", "dataset_type": "glue", "dataset_name": "GLUE SST-2",
+                 "dataset_split": "validation", "metric_type": "accuracy", "metric_value": 0.5}],
+}
+
 INPUT_IDS = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])
 
 

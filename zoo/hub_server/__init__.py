@@ -29,6 +29,20 @@ from .storage import HubStore
 __all__ = ["HubStore", "LocalHub", "TokenFile", "create_app", "free_port", "new_token"]
 
 
+# Runs the server package on its own (as `zoo_hub_server`), without importing `zoo` and hence torch.
+_BOOTSTRAP = """
+import importlib.util, sys
+path = sys.argv[1]
+spec = importlib.util.spec_from_file_location("zoo_hub_server", path + "/__init__.py",
+                                              submodule_search_locations=[path])
+module = importlib.util.module_from_spec(spec)
+sys.modules["zoo_hub_server"] = module
+spec.loader.exec_module(module)
+from zoo_hub_server.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on `host` right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -62,10 +76,9 @@ class LocalHub:
         port = port or free_port(host)
         log_path = root / "server.log"
         log = open(log_path, "ab")  # noqa: SIM115 - the child process owns it while it runs
-        cmd = [sys.executable, "-m", "zoo.hub_cli", "serve", "--root", str(root), "--host", host, "--port", str(port)]
+        cmd = [sys.executable, "-c", _BOOTSTRAP, str(Path(__file__).resolve().parent),
+               "serve", "--root", str(root), "--host", host, "--port", str(port)]
         env = dict(os.environ)
-        repo_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join([repo_root, *filter(None, [env.get("PYTHONPATH")])])
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
         hub = cls(root=root, url=f"http://{host}:{port}", token=token, process=process, port=port, log_path=log_path)
