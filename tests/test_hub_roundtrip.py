@@ -361,3 +361,8 @@ def test_plain_upload_folder_and_tokenizer_round_trip(hub, session, tmp_path):
     assert session.model_info("org/tok").sha == info.oid
     tokenizer = AutoTokenizer.from_pretrained("org/tok", cache_dir=tmp_path / "cache")
     assert tokenizer("the zoo hubs works")["input_ids"] == [2, 5, 6, 7, 9, 8, 3]
+
+
+def test_one_server_per_root(hub):
+    with pytest.raises(RuntimeError, match="already serving"):
+        LocalHub.start(hub.root)

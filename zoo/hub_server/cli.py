@@ -28,6 +28,16 @@ def _serve(args: argparse.Namespace) -> int:
     root = Path(args.root).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     token_file = Path(args.token_file) if args.token_file else root / "tokens.txt"
+    lock = open(root / "server.lock", "a")  # noqa: SIM115 - held for the life of the process
+    try:
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - not POSIX
+        pass
+    except OSError:
+        print(f"zoo hub: another server is already serving {root}; one server per root", file=sys.stderr)
+        return 1
     created = TokenFile(token_file).ensure()
     app = create_app(root, token_file)
     url = f"http://{args.host}:{args.port}"
