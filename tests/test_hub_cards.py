@@ -40,6 +40,8 @@ def test_family_card_renders_with_complete_metadata(template, tmp_path):
     missing = [section for section in SECTIONS if section not in text]
     assert not missing, f"cards/{family}.md lacks sections: {missing}"
     assert "@" in text and "```bibtex" in text, f"cards/{family}.md: no BibTeX citation"
-    for row in check.files:
+    for row in check.files:  # the file table: name, size and (at least the first 12 hex digits of) sha256
         if row["name"].endswith(".safetensors"):
-            assert row["sha256"] in text, f"cards/{family}.md: file table lacks {row['name']}'s sha256"
+            line = next((li for li in text.splitlines() if row["name"] in li and "|" in li), "")
+            assert str(row["size"]) in line and row["sha256"][:12] in line, (
+                f"cards/{family}.md: file table lacks {row['name']} with its size and sha256")

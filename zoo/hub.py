@@ -157,7 +157,12 @@ PIPELINE_TAGS = {
     "text-classification", "text-generation", "text-to-audio", "text-to-speech", "token-classification",
     "question-answering", "zero-shot-classification",
 }
+_TASK_PIPELINE = {
+    "pre-training": "feature-extraction", "mel-to-waveform": "audio-to-audio", "vocoder": "audio-to-audio",
+    "language-modeling": "text-generation", "masked-language-modeling": "fill-mask",
+}
 _AUTO_CLASS_PIPELINE = {
+    "AutoModelForPreTraining": "feature-extraction",
     "AutoModel": "feature-extraction",
     "AutoModelForSequenceClassification": "text-classification",
     "AutoModelForTokenClassification": "token-classification",
@@ -180,6 +185,8 @@ def pipeline_tag_for(config: dict[str, Any], task: str | None = None) -> str | N
     """
     if task in PIPELINE_TAGS:
         return task
+    if task in _TASK_PIPELINE:
+        return _TASK_PIPELINE[task]
     if task and any(word in task for word in ("graph", "molecul", "is2re", "s2ef")):
         return "graph-ml"
     architecture = (config.get("architectures") or [None])[0]
