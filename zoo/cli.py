@@ -79,7 +79,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                       serve_forever=args.serve)
     if not args.serve:
         print(demo.format_rows(rows))
-        print(f"browse: {url}  (serve it again: zoo hub serve --root {workdir / 'hub'} --port {url.rsplit(':', 1)[1]})")
+        print(f"browse: {url}  (serve it again: zoo hub serve --root {workdir / 'hub'} --port {url.rstrip('/').rsplit(':', 1)[1]})")
     return 0 if all(row.ok for row in rows) else 1
 
 
