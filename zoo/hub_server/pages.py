@@ -154,7 +154,7 @@ def render_model(hub: HubApp, ident: Identity, repo_id: str, revision: str, base
     rev_arg = "" if revision == "main" else f', revision="{revision}"'
     remote = ", trust_remote_code=True" if auto_map else ""
     snippet = (
-        f"# HF_ENDPOINT={base_url}\n"
+        f"# in the shell first: export HF_ENDPOINT={base_url} HF_HUB_DISABLE_XET=1\n"
         f"from transformers import {auto_class}\n"
         f'model = {auto_class}.from_pretrained("{repo_id}"{rev_arg}{remote})'
     )
