@@ -4,7 +4,8 @@
 
 Measures, in one run: a local file copy and a sha256 pass (the references), HfApi.upload_file of a
 safetensors file (preupload + LFS batch + streamed PUT + commit; includes the client's sha256), and
-hf_hub_download of it (HEAD + GET into a fresh cache). Prints MB/s and ratios to the file copy and saves
+hf_hub_download of it (HEAD + GET into a fresh cache), and plain GETs (httpx in Python; curl, which
+shows what the server alone delivers). Prints MB/s and ratios to the file copy and saves
 benchmarks/hub_transfer.json and benchmarks/hub_transfer.png.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -78,6 +80,13 @@ def main(argv: list[str] | None = None) -> dict:
                         assert sha256_file(path) == sha, "downloaded file differs"
 
                 results["raw HTTP GET to file"] = _best(raw_get, args.repeats)
+                if shutil.which("curl"):  # the server alone, with a C client
+
+                    def curl_get(index: int) -> None:
+                        url = f"{hub.url}/bench/weights/resolve/main/model.safetensors"
+                        subprocess.run(["curl", "-sf", "-o", str(tmp / f"curl{index}"), url], check=True)
+
+                    results["curl GET to file"] = _best(curl_get, args.repeats)
                 results["hf_hub_download"] = _best(download, args.repeats)
     report = {
         "size_bytes": size, "sha256": sha,
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     fig, ax = plt.subplots(figsize=(7, 3))
     names = list(results)
-    ax.barh(names, [report["MB_per_s"][n] for n in names], color=["#999", "#999", "#0969da", "#8250df", "#1a7f37"])
+    ax.barh(names, [report["MB_per_s"][n] for n in names], color=["#999", "#999", "#0969da", "#8250df", "#bf8700", "#1a7f37"][: len(names)])
     ax.set_xlabel(f"MB/s ({size / 1e6:.0f} MB file, loopback)")
     ax.invert_yaxis()
     fig.tight_layout()
