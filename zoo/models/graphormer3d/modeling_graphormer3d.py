@@ -171,11 +171,12 @@ class Graphormer3DEnergyHead(nn.Module):
 
 
 class Graphormer3DNodeHead(nn.Module):
-    """Equivariant displacement head (the original `NodeTaskHead`).
+    """Displacement head (the original `NodeTaskHead`).
 
     Attention weights (with the same pair bias as the encoder) are multiplied by the unit pair directions
     before aggregating values, giving one D-dim vector per axis; a separate projection per axis maps it to
-    the predicted displacement component.
+    the predicted displacement component (so the output is rotation-equivariant only when the three
+    projections coincide).
     """
 
     def __init__(self, config: Graphormer3DConfig):
