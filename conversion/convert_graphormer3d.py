@@ -73,7 +73,7 @@ class ConversionError(ValueError):
 
 
 def pair_kernel_of(state_dict: dict[str, torch.Tensor]) -> str:
-    """"gaussian" for `gbf.*` keys, "rbf" for `rbf.*` keys; an error if neither or both are present."""
+    """ "gaussian" for `gbf.*` keys, "rbf" for `rbf.*` keys; an error if neither or both are present."""
     has_gbf = any(k.startswith("gbf.") for k in state_dict)
     has_rbf = any(k.startswith("rbf.") for k in state_dict)
     if has_gbf == has_rbf:
@@ -89,8 +89,14 @@ def config_from_checkpoint(checkpoint: dict[str, Any], state_dict: dict[str, tor
     if not isinstance(args, dict):
         args = checkpoint.get("args")
     if not isinstance(args, dict):
-        raise ConversionError("the checkpoint has neither cfg['model'] nor args with the model hyper-parameters")
-    missing = [name for name in ("layers", "blocks", "embed_dim", "attention_heads", "num_kernel") if name not in args]
+        raise ConversionError(
+            "the checkpoint has neither cfg['model'] nor args with the model hyper-parameters"
+        )
+    missing = [
+        name
+        for name in ("layers", "blocks", "embed_dim", "attention_heads", "num_kernel")
+        if name not in args
+    ]
     if missing:
         raise ConversionError(f"the checkpoint's model arguments lack {missing}")
     kwargs = {ours: args[theirs] for theirs, ours in ARG_TABLE.items() if args.get(theirs) is not None}
@@ -129,7 +135,9 @@ def load_original(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
         raise ConversionError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
     state_dict = dict(checkpoint["model"])
     if "atom_encoder.weight" not in state_dict or "tag_encoder.weight" not in state_dict:
-        raise ConversionError(f"{path}: no atom_encoder/tag_encoder weights; is this a Graphormer-3D checkpoint?")
+        raise ConversionError(
+            f"{path}: no atom_encoder/tag_encoder weights; is this a Graphormer-3D checkpoint?"
+        )
     return checkpoint, state_dict
 
 
@@ -146,8 +154,11 @@ def build_model(path: str | Path):
     extra = sorted(set(renamed) - set(expected))
     if missing or extra:
         raise ConversionError(f"key mismatch: model parameters not filled {missing}; unexpected {extra}")
-    wrong = [f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in renamed.items()
-             if v.shape != expected[k].shape]
+    wrong = [
+        f"{k}: {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in renamed.items()
+        if v.shape != expected[k].shape
+    ]
     if wrong:
         raise ConversionError(f"shape mismatch (checkpoint vs model): {wrong}")
     model.load_state_dict(renamed, strict=True)
@@ -161,15 +172,25 @@ def reference_check(model, reference_dir: Path) -> dict[str, Any]:
     inputs = load_file(str(reference_dir / "inputs.safetensors"))
     expected = load_file(str(reference_dir / "expected.safetensors"))
     with torch.no_grad():
-        out = model(atom_ids=inputs["atoms"], tags=inputs["tags"], positions=inputs["pos"],
-                    real_mask=inputs["real_mask"])
+        out = model(
+            atom_ids=inputs["atoms"],
+            tags=inputs["tags"],
+            positions=inputs["pos"],
+            real_mask=inputs["real_mask"],
+        )
     atoms = inputs["atoms"].ne(0).unsqueeze(-1)
     energy_err = (out.energy - expected["energy"]).abs().max().item()
     node_err = ((out.node_output - expected["node_output"]).abs() * atoms).max().item()
-    passed = (torch.allclose(out.energy, expected["energy"], atol=1e-5, rtol=1e-4)
-              and torch.allclose(out.node_output * atoms, expected["node_output"] * atoms, atol=1e-5, rtol=1e-4))
-    return {"kind": "reference", "reference": str(reference_dir), "max_abs_energy_error": energy_err,
-            "max_abs_node_error": node_err, "passed": bool(passed)}
+    passed = torch.allclose(out.energy, expected["energy"], atol=1e-5, rtol=1e-4) and torch.allclose(
+        out.node_output * atoms, expected["node_output"] * atoms, atol=1e-5, rtol=1e-4
+    )
+    return {
+        "kind": "reference",
+        "reference": str(reference_dir),
+        "max_abs_energy_error": energy_err,
+        "max_abs_node_error": node_err,
+        "passed": bool(passed),
+    }
 
 
 def forward_check(folder: Path, reference_dir: Path | None) -> dict[str, Any]:
@@ -185,7 +206,12 @@ def forward_check(folder: Path, reference_dir: Path | None) -> dict[str, Any]:
     with torch.no_grad():
         out = model(**featurizer([example_system()]))
     finite = bool(torch.isfinite(out.energy_ev).all() and torch.isfinite(out.delta_pos).all())
-    return {"kind": "forward", "system": "example_system()", "energy_ev": out.energy_ev.tolist(), "passed": finite}
+    return {
+        "kind": "forward",
+        "system": "example_system()",
+        "energy_ev": out.energy_ev.tolist(),
+        "passed": finite,
+    }
 
 
 def convert(
@@ -215,17 +241,21 @@ def convert(
         check = forward_check(stage, reference)
         if not check["passed"]:
             raise ConversionError(f"the converted model failed its check: {json.dumps(check)}")
-        atomic_write_json(stage / "conversion.json", {
-            "source_file": original.name,
-            "source_sha256": sha256_file(original),
-            "source_format": "fairseq",
-            "source_dtypes": source_dtypes,
-            "pair_kernel": model.config.pair_kernel,
-            "variant": variant,
-            "command": command or f"python conversion/convert_graphormer3d.py {original.name} OUT_DIR"
-            + (f" --variant {variant}" if variant else ""),
-            "check": check,
-        })
+        atomic_write_json(
+            stage / "conversion.json",
+            {
+                "source_file": original.name,
+                "source_sha256": sha256_file(original),
+                "source_format": "fairseq",
+                "source_dtypes": source_dtypes,
+                "pair_kernel": model.config.pair_kernel,
+                "variant": variant,
+                "command": command
+                or f"python conversion/convert_graphormer3d.py {original.name} OUT_DIR"
+                + (f" --variant {variant}" if variant else ""),
+                "check": check,
+            },
+        )
         write_card(stage, variant=variant, repo_id=Path(out_dir).name)
     return Path(out_dir)
 
@@ -236,12 +266,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", help="folder to write (config.json, model.safetensors, ...)")
     parser.add_argument("--variant", help="registry name, e.g. graphormer3d_base_oc20_is2re (for the card)")
     parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
-    parser.add_argument("--reference-dir", help="fixture case whose expected outputs the conversion must match")
+    parser.add_argument(
+        "--reference-dir", help="fixture case whose expected outputs the conversion must match"
+    )
     args = parser.parse_args(argv)
     try:
-        folder = convert(args.original, args.out_dir, variant=args.variant, overwrite=args.overwrite,
-                         reference_dir=args.reference_dir,
-                         command="python conversion/convert_graphormer3d.py " + " ".join(argv or sys.argv[1:]))
+        folder = convert(
+            args.original,
+            args.out_dir,
+            variant=args.variant,
+            overwrite=args.overwrite,
+            reference_dir=args.reference_dir,
+            command="python conversion/convert_graphormer3d.py " + " ".join(argv or sys.argv[1:]),
+        )
     except (ConversionError, CheckpointReadError, FileExistsError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -21,17 +21,30 @@ from zoo.models.graphormer3d.modeling_graphormer3d import Graphormer3DPairKernel
 
 
 def tiny_config(**overrides) -> Graphormer3DConfig:
-    values = dict(num_layers=2, num_blocks=2, hidden_size=16, intermediate_size=24, num_attention_heads=4,
-                  num_kernels=8, attention_dropout=0.0, energy_dropout=0.0, node_attention_dropout=0.0)
+    values = dict(
+        num_layers=2,
+        num_blocks=2,
+        hidden_size=16,
+        intermediate_size=24,
+        num_attention_heads=4,
+        num_kernels=8,
+        attention_dropout=0.0,
+        energy_dropout=0.0,
+        node_attention_dropout=0.0,
+    )
     values.update(overrides)
     return Graphormer3DConfig(**values)
 
 
 def two_systems() -> list[dict]:
     second = example_system()
-    second.update(name="Pd_CO", atomic_numbers=[46, 46, 46, 6, 8], tags=[0, 1, 1, 2, 2],
-                  positions=[[0.0, 0.0, 4.0], [1.0, 0.6, 6.2], [3.0, 1.7, 6.2], [2.9, 1.7, 8.1], [3.0, 1.8, 9.3]],
-                  cell=[[4.0, 0.0, 0.0], [2.0, 3.464, 0.0], [0.0, 0.0, 18.0]])
+    second.update(
+        name="Pd_CO",
+        atomic_numbers=[46, 46, 46, 6, 8],
+        tags=[0, 1, 1, 2, 2],
+        positions=[[0.0, 0.0, 4.0], [1.0, 0.6, 6.2], [3.0, 1.7, 6.2], [2.9, 1.7, 8.1], [3.0, 1.8, 9.3]],
+        cell=[[4.0, 0.0, 0.0], [2.0, 3.464, 0.0], [0.0, 0.0, 18.0]],
+    )
     return [example_system(), second]
 
 
@@ -40,8 +53,13 @@ def with_targets(systems: list[dict]) -> list[dict]:
     out = []
     for index, system in enumerate(systems):
         shift = 0.1 * torch.randn(len(system["tags"]), 3, generator=generator)
-        out.append({**system, "relaxed_positions": (torch.tensor(system["positions"]) + shift).tolist(),
-                    "relaxed_energy": -1.0 + 0.5 * index})
+        out.append(
+            {
+                **system,
+                "relaxed_positions": (torch.tensor(system["positions"]) + shift).tolist(),
+                "relaxed_energy": -1.0 + 0.5 * index,
+            }
+        )
     return out
 
 
@@ -60,7 +78,9 @@ class TestGraphormer3D(ModelTesterMixin):
 
 
 def random_rotation(seed: int) -> torch.Tensor:
-    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    q, _ = torch.linalg.qr(
+        torch.randn(3, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    )
     return (q * torch.sign(torch.linalg.det(q))).float()
 
 
@@ -71,8 +91,11 @@ def model():
 
 
 def molecule_batch():
-    system = {"atomic_numbers": [6, 8, 1, 1, 7], "tags": [1, 2, 2, 0, 1],
-              "positions": [[0.0, 0.0, 0.0], [1.2, 0.1, 0.0], [-0.5, 0.9, 0.3], [-0.4, -0.9, 0.2], [0.3, 0.2, 1.4]]}
+    system = {
+        "atomic_numbers": [6, 8, 1, 1, 7],
+        "tags": [1, 2, 2, 0, 1],
+        "positions": [[0.0, 0.0, 0.0], [1.2, 0.1, 0.0], [-0.5, 0.9, 0.3], [-0.4, -0.9, 0.2], [0.3, 0.2, 1.4]],
+    }
     return Graphormer3DFeaturizer()([system])
 
 
@@ -92,7 +115,9 @@ def test_energy_invariant_and_displacement_equivariant_under_rotation(model):
         out, out_rot = model(**batch), model(**rotated)
     real = batch["atom_ids"].ne(0)
     torch.testing.assert_close(out_rot.energy, out.energy, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(out_rot.node_output[real], out.node_output[real] @ rotation.T, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        out_rot.node_output[real], out.node_output[real] @ rotation.T, atol=1e-4, rtol=1e-4
+    )
 
 
 def test_energy_invariant_to_atom_order_and_extra_padding(model):
@@ -157,8 +182,10 @@ def test_loss_matches_original_criterion(model):
     energy_target = (batch["labels"] - config.energy_mean) / config.energy_std
     energy_loss = (out.energy - energy_target).abs()
     mask = out.node_target_mask.float()
-    target = (batch["delta_pos_labels"] - torch.tensor(config.delta_pos_mean)) / torch.tensor(config.delta_pos_std)
-    node = ((out.node_output * mask - target * mask).abs().mean(-1).sum(-1) / mask.sum((1, 2)))
+    target = (batch["delta_pos_labels"] - torch.tensor(config.delta_pos_mean)) / torch.tensor(
+        config.delta_pos_std
+    )
+    node = (out.node_output * mask - target * mask).abs().mean(-1).sum(-1) / mask.sum((1, 2))
     expected = (energy_loss + config.node_loss_weight * node).mean()
     torch.testing.assert_close(out.loss, expected, atol=1e-5, rtol=1e-5)
 

@@ -43,31 +43,49 @@ def run_with_intermediates(model, inputs):
     base = model.graphormer3d
     hooks = [
         base.pair_kernel.register_forward_hook(lambda m, a, out: captured.__setitem__("gbf_feature", out)),
-        base.pair_feature_proj.register_forward_pre_hook(lambda m, a: captured.__setitem__("edge_feature_sum", a[0])),
-        model.energy_head.proj.register_forward_hook(lambda m, a, out: captured.__setitem__("energy_proj", out)),
+        base.pair_feature_proj.register_forward_pre_hook(
+            lambda m, a: captured.__setitem__("edge_feature_sum", a[0])
+        ),
+        model.energy_head.proj.register_forward_hook(
+            lambda m, a, out: captured.__setitem__("energy_proj", out)
+        ),
         model.energy_head.tag_weight.register_forward_hook(
-            lambda m, a, out: captured.__setitem__("energy_agg_factor", out)),
+            lambda m, a, out: captured.__setitem__("energy_agg_factor", out)
+        ),
     ]
     try:
         with torch.no_grad():
-            out = model(atom_ids=inputs["atoms"], tags=inputs["tags"], positions=inputs["pos"],
-                        real_mask=inputs["real_mask"], output_hidden_states=True)
+            out = model(
+                atom_ids=inputs["atoms"],
+                tags=inputs["tags"],
+                positions=inputs["pos"],
+                real_mask=inputs["real_mask"],
+                output_hidden_states=True,
+            )
             encoded = base(inputs["atoms"], inputs["tags"], inputs["pos"], output_pair_features=True)
     finally:
         for hook in hooks:
             hook.remove()
     captured.update(
-        energy=out.energy, energy_eV=out.energy_ev, node_output=out.node_output, deltapos_pred=out.delta_pos,
-        node_target_mask=out.node_target_mask, graph_node_feature=out.hidden_states[0],
-        layer_outputs=torch.stack(out.hidden_states[1:]), final_hidden=encoded.last_hidden_state,
-        graph_attn_bias=encoded.attention_bias, delta_pos_unit=encoded.pair_direction,
+        energy=out.energy,
+        energy_eV=out.energy_ev,
+        node_output=out.node_output,
+        deltapos_pred=out.delta_pos,
+        node_target_mask=out.node_target_mask,
+        graph_node_feature=out.hidden_states[0],
+        layer_outputs=torch.stack(out.hidden_states[1:]),
+        final_hidden=encoded.last_hidden_state,
+        graph_attn_bias=encoded.attention_bias,
+        delta_pos_unit=encoded.pair_direction,
     )
     return captured
 
 
 def assert_close_on(actual, expected, mask, atol, rtol, name):
     mask = mask.expand_as(expected)
-    torch.testing.assert_close(actual[mask], expected[mask], atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+    torch.testing.assert_close(
+        actual[mask], expected[mask], atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}"
+    )
 
 
 @pytest.mark.parametrize("case", case_params())
@@ -81,7 +99,11 @@ def test_outputs_match_original(case, converted):
         if rule.get("exact"):
             assert torch.equal(actual[name], expected[name]), name
             continue
-        mask = atom.unsqueeze(-1) if rule.get("positions") == "atoms != 0" else torch.ones_like(expected[name], dtype=torch.bool)
+        mask = (
+            atom.unsqueeze(-1)
+            if rule.get("positions") == "atoms != 0"
+            else torch.ones_like(expected[name], dtype=torch.bool)
+        )
         assert_close_on(actual[name], expected[name], mask, rule["atol"], rule["rtol"], name)
 
 
@@ -97,8 +119,14 @@ def test_intermediates_match_original(case, converted):
     per_atom = ["graph_node_feature", "edge_feature_sum", "final_hidden", "energy_proj", "energy_agg_factor"]
     for name in per_atom:
         assert_close_on(actual[name], expected[name], atom.unsqueeze(-1), atol, rtol, name)
-    assert_close_on(actual["layer_outputs"], expected["layer_outputs"], atom[None, :, :, None], atol, rtol,
-                    "layer_outputs")
+    assert_close_on(
+        actual["layer_outputs"],
+        expected["layer_outputs"],
+        atom[None, :, :, None],
+        atol,
+        rtol,
+        "layer_outputs",
+    )
     for name in ("gbf_feature", "delta_pos_unit"):
         assert_close_on(actual[name], expected[name], pair.unsqueeze(-1), atol, rtol, name)
     bias, expected_bias = actual["graph_attn_bias"], expected["graph_attn_bias"]
@@ -112,20 +140,32 @@ def test_intermediates_match_original(case, converted):
 
 @pytest.mark.parametrize("case", case_params())
 def test_featurizer_matches_original_pipeline(case):
-    """systems.json -> per-system periodic expansion (items_pbc) and the padded batch (inputs), bit for bit."""
+    """systems.json -> per-system periodic expansion (items_pbc) and the padded batch (inputs), exactly."""
     systems = json.loads((case / "systems.json").read_text())
     items = load_file(str(case / "items_pbc.safetensors"))
     inputs = load_file(str(case / "inputs.safetensors"))
     featurizer = Graphormer3DFeaturizer()
-    names = {"pos": "positions", "atomic_numbers": "atomic_numbers", "atoms": "atom_ids", "tags": "tags",
-             "real_mask": "real_mask", "deltapos": "delta_pos"}
+    names = {
+        "pos": "positions",
+        "atomic_numbers": "atomic_numbers",
+        "atoms": "atom_ids",
+        "tags": "tags",
+        "real_mask": "real_mask",
+        "deltapos": "delta_pos",
+    }
     for index, system in enumerate(systems):
         item = featurizer.featurize(system)
         for theirs, ours in names.items():
             assert torch.equal(item[ours], items[f"item{index}.{theirs}"]), f"system {index}: {ours}"
     batch = featurizer(systems)
-    for theirs, ours in {"atoms": "atom_ids", "tags": "tags", "pos": "positions", "real_mask": "real_mask",
-                         "relaxed_energy": "labels", "deltapos": "delta_pos_labels"}.items():
+    for theirs, ours in {
+        "atoms": "atom_ids",
+        "tags": "tags",
+        "pos": "positions",
+        "real_mask": "real_mask",
+        "relaxed_energy": "labels",
+        "deltapos": "delta_pos_labels",
+    }.items():
         assert batch[ours].dtype == inputs[theirs].dtype, ours
         assert torch.equal(batch[ours], inputs[theirs]), ours
     assert batch["atom_ids"].shape[1] == meta_padded_length(case)

@@ -11,6 +11,13 @@ from .modeling_graphormer3d import (
 from .processing_graphormer3d import Graphormer3DFeaturizer, Graphormer3DInputError, example_system
 
 __all__ = [
-    "Graphormer3DConfig", "Graphormer3DFeaturizer", "Graphormer3DForIS2RE", "Graphormer3DInputError", "Graphormer3DIS2REOutput", "Graphormer3DModel",
-    "Graphormer3DModelOutput", "Graphormer3DPreTrainedModel", "example_system",
+    "Graphormer3DConfig",
+    "Graphormer3DFeaturizer",
+    "Graphormer3DForIS2RE",
+    "Graphormer3DInputError",
+    "Graphormer3DIS2REOutput",
+    "Graphormer3DModel",
+    "Graphormer3DModelOutput",
+    "Graphormer3DPreTrainedModel",
+    "example_system",
 ]

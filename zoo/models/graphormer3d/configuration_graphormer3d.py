@@ -1,8 +1,8 @@
 """Configuration of Graphormer-3D, the 3D Graphormer used for OC20 IS2RE (Shi et al., arXiv:2203.04810).
 
-    from zoo.models.graphormer3d import Graphormer3DConfig
-    config = Graphormer3DConfig(num_layers=2, num_blocks=2, hidden_size=32, num_attention_heads=4)
-    config.pair_kernel   # "gaussian" (current original code) or "rbf" (the released OC20 checkpoint)
+from zoo.models.graphormer3d import Graphormer3DConfig
+config = Graphormer3DConfig(num_layers=2, num_blocks=2, hidden_size=32, num_attention_heads=4)
+config.pair_kernel   # "gaussian" (current original code) or "rbf" (the released OC20 checkpoint)
 """
 
 from __future__ import annotations
@@ -67,16 +67,20 @@ class Graphormer3DConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         **kwargs,
     ):
-        kwargs.setdefault("auto_map", {
-            "AutoConfig": "configuration_graphormer3d.Graphormer3DConfig",
-            "AutoModel": "modeling_graphormer3d.Graphormer3DModel",
-            "AutoModelForSequenceClassification": "modeling_graphormer3d.Graphormer3DForIS2RE",
-        })
+        kwargs.setdefault(
+            "auto_map",
+            {
+                "AutoConfig": "configuration_graphormer3d.Graphormer3DConfig",
+                "AutoModel": "modeling_graphormer3d.Graphormer3DModel",
+                "AutoModelForSequenceClassification": "modeling_graphormer3d.Graphormer3DForIS2RE",
+            },
+        )
         if pair_kernel not in PAIR_KERNELS:
             raise ValueError(f"pair_kernel must be one of {PAIR_KERNELS}, got {pair_kernel!r}")
         if hidden_size % num_attention_heads:
             raise ValueError(
-                f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_attention_heads})"
+                f"hidden_size ({hidden_size}) must be divisible by "
+                f"num_attention_heads ({num_attention_heads})"
             )
         for name, value in (("delta_pos_mean", delta_pos_mean), ("delta_pos_std", delta_pos_std)):
             if len(value) != 3:

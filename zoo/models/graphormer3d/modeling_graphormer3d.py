@@ -88,11 +88,11 @@ class Graphormer3DPairKernel(nn.Module):
         super().__init__()
         self.kind = config.pair_kernel
         self.num_atom_types = config.num_atom_types
-        num_pair_types = config.num_atom_types ** 2
+        num_pair_types = config.num_atom_types**2
         self.pair_scale = nn.Embedding(num_pair_types, 1)
         self.pair_shift = nn.Embedding(num_pair_types, 1)
         self.means = nn.Parameter(torch.empty(config.num_kernels))
-        # Gaussian: standard deviations; RBF: inverse temperatures. Both are used through their absolute value.
+        # Gaussian: standard deviations; RBF: inverse temperatures; both used through their absolute value.
         self.widths = nn.Parameter(torch.empty(config.num_kernels))
 
     def pair_types(self, atom_ids: torch.Tensor) -> torch.Tensor:
@@ -118,7 +118,7 @@ class Graphormer3DSelfAttention(nn.Module):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
-        self.scaling = self.head_dim ** -0.5
+        self.scaling = self.head_dim**-0.5
         self.dropout = config.attention_dropout
         self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
@@ -130,7 +130,12 @@ class Graphormer3DSelfAttention(nn.Module):
             for t in self.qkv_proj(hidden).chunk(3, dim=-1)
         )
         attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attention_bias, dropout_p=self.dropout if self.training else 0.0, scale=self.scaling
+            q,
+            k,
+            v,
+            attn_mask=attention_bias,
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scaling,
         )
         return self.out_proj(attended.transpose(1, 2).reshape(batch, length, dim))
 
@@ -151,7 +156,9 @@ class Graphormer3DLayer(nn.Module):
     def forward(self, hidden: torch.Tensor, attention_bias: torch.Tensor) -> torch.Tensor:
         attended = self.attention(self.attention_norm(hidden), attention_bias)
         hidden = hidden + F.dropout(attended, p=self.dropout, training=self.training)
-        ffn = F.dropout(F.gelu(self.fc1(self.ffn_norm(hidden))), p=self.activation_dropout, training=self.training)
+        ffn = F.dropout(
+            F.gelu(self.fc1(self.ffn_norm(hidden))), p=self.activation_dropout, training=self.training
+        )
         return hidden + F.dropout(self.fc2(ffn), p=self.dropout, training=self.training)
 
 
@@ -192,7 +199,9 @@ class Graphormer3DNodeHead(nn.Module):
         self.proj_y = nn.Linear(dim, 1)
         self.proj_z = nn.Linear(dim, 1)
 
-    def forward(self, hidden: torch.Tensor, attention_bias: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, attention_bias: torch.Tensor, direction: torch.Tensor
+    ) -> torch.Tensor:
         batch, length, _ = hidden.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:
@@ -200,11 +209,15 @@ class Graphormer3DNodeHead(nn.Module):
 
         q = heads(self.q_proj(hidden)) * self.scaling
         k, v = heads(self.k_proj(hidden)), heads(self.v_proj(hidden))
-        probs = F.dropout(torch.softmax(q @ k.transpose(-1, -2) + attention_bias, dim=-1), self.dropout, self.training)
+        probs = F.dropout(
+            torch.softmax(q @ k.transpose(-1, -2) + attention_bias, dim=-1), self.dropout, self.training
+        )
         # [B, H, 3, N, N] @ [B, H, 1, N, d] -> [B, H, 3, N, d]
         rotated = (probs.unsqueeze(-1) * direction.unsqueeze(1).type_as(probs)).permute(0, 1, 4, 2, 3)
         per_axis = (rotated @ v.unsqueeze(2)).permute(0, 3, 2, 1, 4).reshape(batch, length, 3, -1)
-        out = [proj(per_axis[:, :, axis]) for axis, proj in enumerate((self.proj_x, self.proj_y, self.proj_z))]
+        out = [
+            proj(per_axis[:, :, axis]) for axis, proj in enumerate((self.proj_x, self.proj_y, self.proj_z))
+        ]
         return torch.cat(out, dim=-1).float()
 
 
@@ -350,7 +363,9 @@ class Graphormer3DForIS2RE(Graphormer3DPreTrainedModel):
         )
         target_mask = tags.gt(0) & real_mask.bool()
         energy = self.energy_head(encoded.last_hidden_state, tags, target_mask)
-        node_output = self.node_head(encoded.last_hidden_state, encoded.attention_bias, encoded.pair_direction)
+        node_output = self.node_head(
+            encoded.last_hidden_state, encoded.attention_bias, encoded.pair_direction
+        )
         mean = node_output.new_tensor(self.config.delta_pos_mean)
         std = node_output.new_tensor(self.config.delta_pos_std)
         loss = None

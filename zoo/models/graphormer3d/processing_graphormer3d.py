@@ -25,8 +25,62 @@ from transformers import FeatureExtractionMixin
 # Elements the original model embeds, in its order: element id = 1-based position; other elements share
 # `unknown_atom_id` (57); 0 is padding.
 OC20_ATOM_LIST = [
-    1, 5, 6, 7, 8, 11, 13, 14, 15, 16, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 37,
-    38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 55, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 83,
+    1,
+    5,
+    6,
+    7,
+    8,
+    11,
+    13,
+    14,
+    15,
+    16,
+    17,
+    19,
+    20,
+    21,
+    22,
+    23,
+    24,
+    25,
+    26,
+    27,
+    28,
+    29,
+    30,
+    31,
+    32,
+    33,
+    34,
+    37,
+    38,
+    39,
+    40,
+    41,
+    42,
+    43,
+    44,
+    45,
+    46,
+    47,
+    48,
+    49,
+    50,
+    51,
+    52,
+    55,
+    72,
+    73,
+    74,
+    75,
+    76,
+    77,
+    78,
+    79,
+    80,
+    81,
+    82,
+    83,
 ]
 # In-plane neighbour cells in the original's order (no offset along c).
 CELL_OFFSETS = [[-1, -1, 0], [-1, 0, 0], [-1, 1, 0], [0, -1, 0], [0, 1, 0], [1, -1, 0], [1, 0, 0], [1, 1, 0]]
@@ -53,7 +107,13 @@ def example_system() -> dict[str, Any]:
         "name": "Cu_O_example",
         "atomic_numbers": [29, 29, 29, 29, 8],
         "tags": [0, 0, 1, 1, 2],
-        "positions": [[0.0, 0.0, 5.0], [2.55, 2.55, 5.0], [2.55, 0.0, 6.8], [0.0, 2.55, 6.8], [1.2, 1.4, 8.7]],
+        "positions": [
+            [0.0, 0.0, 5.0],
+            [2.55, 2.55, 5.0],
+            [2.55, 0.0, 6.8],
+            [0.0, 2.55, 6.8],
+            [1.2, 1.4, 8.7],
+        ],
         "cell": [[5.1, 0.0, 0.0], [0.0, 5.1, 0.0], [0.0, 0.0, 20.0]],
     }
 
@@ -122,7 +182,7 @@ class Graphormer3DFeaturizer(FeatureExtractionMixin):
 
     # -- elements -------------------------------------------------------------------------------------------
     def atom_ids(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        """Element ids of the original `AtomDataset`: listed elements by position, others `unknown_atom_id`."""
+        """Element ids of the original `AtomDataset`: listed elements by position, others unknown."""
         mapper = torch.full((MAX_ATOMIC_NUMBER + 1,), self.unknown_atom_id, dtype=torch.long)
         mapper[torch.tensor(self.atom_list, dtype=torch.long)] = torch.arange(1, len(self.atom_list) + 1)
         return mapper[atomic_numbers]
@@ -150,7 +210,9 @@ class Graphormer3DFeaturizer(FeatureExtractionMixin):
         else:
             n_cells = len(self.cell_offsets)
             offsets = torch.matmul(torch.tensor(self.cell_offsets, dtype=torch.float32), cell.view(1, 3, 3))
-            expanded = (positions.unsqueeze(0).expand(n_cells, -1, -1) + offsets.view(n_cells, 1, 3)).view(-1, 3)
+            expanded = (positions.unsqueeze(0).expand(n_cells, -1, -1) + offsets.view(n_cells, 1, 3)).view(
+                -1, 3
+            )
             sources = positions[tags > 1] if self.filter_by_tag else positions
             distance = torch.norm(expanded.unsqueeze(1) - sources.unsqueeze(0), p=2, dim=-1)
             used = (distance < self.cutoff).any(dim=-1) & tags.ne(2).repeat(n_cells)
@@ -162,7 +224,12 @@ class Graphormer3DFeaturizer(FeatureExtractionMixin):
             "atomic_numbers": numbers,
             "atom_ids": self.atom_ids(numbers),
             "tags": torch.cat([tags, tags[image_index]]),
-            "real_mask": torch.cat([torch.ones(len(positions), dtype=torch.bool), torch.zeros_like(image_index, dtype=torch.bool)]),
+            "real_mask": torch.cat(
+                [
+                    torch.ones(len(positions), dtype=torch.bool),
+                    torch.zeros_like(image_index, dtype=torch.bool),
+                ]
+            ),
             "delta_pos": torch.cat([relaxed - positions, torch.zeros_like(image_pos)]),
         }
 
@@ -213,15 +280,21 @@ class Graphormer3DFeaturizer(FeatureExtractionMixin):
             raise fail(f"atomic numbers must be numbers, got {value!r}") from None
         if array.size == 0:
             raise fail("the system has no atoms")
-        bad = [v for v in array.tolist() if not (v == int(v) and 1 <= v <= MAX_ATOMIC_NUMBER)] \
-            if np.isfinite(array).all() else [v for v in array.tolist() if not math.isfinite(v)]
+        bad = (
+            [v for v in array.tolist() if not (v == int(v) and 1 <= v <= MAX_ATOMIC_NUMBER)]
+            if np.isfinite(array).all()
+            else [v for v in array.tolist() if not math.isfinite(v)]
+        )
         if bad:
-            raise fail(f"unknown elements: atomic numbers {sorted(set(bad))} are not elements (1..118)")
+            shown = sorted({int(v) if math.isfinite(v) and v == int(v) else v for v in bad})
+            raise fail(f"unknown elements: atomic numbers {shown} are not elements (1..118)")
         numbers = torch.from_numpy(array.astype(np.int64))
         if not self.allow_unlisted_elements:
             unlisted = sorted(set(numbers.tolist()) - set(self.atom_list))
             if unlisted:
-                raise fail(f"elements {unlisted} have no embedding in this model (allow_unlisted_elements=False)")
+                raise fail(
+                    f"elements {unlisted} have no embedding in this model (allow_unlisted_elements=False)"
+                )
         return numbers
 
     @staticmethod
@@ -260,7 +333,9 @@ class Graphormer3DFeaturizer(FeatureExtractionMixin):
         if not np.isfinite(array).all():
             raise fail("cell is not finite (NaN or inf)")
         if np.linalg.norm(np.cross(array[0], array[1])) < 1e-6:
-            raise fail("the in-plane cell vectors a and b are parallel or zero; pass cell=None for a molecule")
+            raise fail(
+                "the in-plane cell vectors a and b are parallel or zero; pass cell=None for a molecule"
+            )
         return torch.from_numpy(array.astype(np.float32))
 
     # -- batches --------------------------------------------------------------------------------------------
@@ -295,14 +370,19 @@ class Graphormer3DFeaturizer(FeatureExtractionMixin):
         """Featurize one system or a list of systems and pad them into one batch."""
         if isinstance(systems, Mapping) or hasattr(systems, "get_atomic_numbers"):
             systems = [systems]
-        items = [self.featurize(system, name=None if _has_name(system) else f"#{i}")
-                 for i, system in enumerate(systems)]
+        items = [
+            self.featurize(system, name=None if _has_name(system) else f"#{i}")
+            for i, system in enumerate(systems)
+        ]
         return self.pad(items)
 
 
 def _has_name(system: Any) -> bool:
-    return isinstance(system, Mapping) and (system.get("name") is not None or system.get("sid") is not None) \
+    return (
+        isinstance(system, Mapping)
+        and (system.get("name") is not None or system.get("sid") is not None)
         or hasattr(system, "get_chemical_formula")
+    )
 
 
 __all__ = ["Graphormer3DFeaturizer", "Graphormer3DInputError", "OC20_ATOM_LIST", "example_system"]
