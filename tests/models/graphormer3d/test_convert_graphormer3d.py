@@ -180,3 +180,44 @@ def test_cli_errors_and_overwrite(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main([str(CASE / "checkpoint.pt"), str(out), "--overwrite"]) == 0
     assert main([str(tmp_path / "missing.pt"), str(tmp_path / "x")]) == 1
+
+
+REMOTE_SCRIPT = """
+import json, sys
+sys.modules["zoo"] = None
+sys.modules["conversion"] = None
+import torch
+from safetensors.torch import load_file
+from transformers import AutoFeatureExtractor, AutoModelForSequenceClassification
+folder, case = sys.argv[1], sys.argv[2]
+model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+featurizer = AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=True)
+assert type(featurizer).__module__.startswith("transformers_modules"), type(featurizer).__module__
+systems = json.load(open(case + "/systems.json"))
+with torch.no_grad():
+    out = model(**featurizer(systems))
+expected = load_file(case + "/expected.safetensors")
+torch.testing.assert_close(out.energy_ev, expected["energy_eV"], atol=1e-5, rtol=1e-4)
+print("ok", out.energy_ev.tolist())
+"""
+
+
+def test_converted_folder_loads_with_remote_code_without_zoo(tmp_path):
+    """Model and featurizer load from the folder's own code, featurize raw records, reproduce the original."""
+    import os
+    import subprocess
+    import sys
+
+    folder = convert(CASE / "checkpoint.pt", tmp_path / "remote")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "HF_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), TRANSFORMERS_VERBOSITY="error")
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_SCRIPT, str(folder), str(CASE)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("ok")

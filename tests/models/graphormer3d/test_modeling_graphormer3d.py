@@ -212,3 +212,25 @@ def test_config_rejects_unknown_kernel_and_bad_heads():
         Graphormer3DConfig(pair_kernel="bessel")
     with pytest.raises(ValueError, match="divisible"):
         Graphormer3DConfig(hidden_size=30, num_attention_heads=4)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        pytest.param(
+            lambda b: b.update(positions=b["positions"][:, :4]), "positions must be", id="positions-shape"
+        ),
+        pytest.param(lambda b: b.update(tags=b["tags"][:, :4]), "differ in shape", id="tags-shape"),
+        pytest.param(lambda b: b["positions"].__setitem__((0, 1, 2), float("nan")), "NaN", id="nan-position"),
+        pytest.param(
+            lambda b: b["atom_ids"].__setitem__((0, 0), 64), "atom_ids must lie", id="atom-id-range"
+        ),
+        pytest.param(lambda b: b["tags"].__setitem__((0, 0), 3), "tags must lie", id="tag-range"),
+        pytest.param(lambda b: b["atom_ids"].zero_(), "at least one atom", id="empty-system"),
+    ],
+)
+def test_model_rejects_bad_tensors(model, edit, message):
+    batch = molecule_batch()
+    edit(batch)
+    with pytest.raises(ValueError, match=message):
+        model(**batch)

@@ -284,6 +284,27 @@ class Graphormer3DModel(Graphormer3DPreTrainedModel):
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
+    def check_inputs(self, atom_ids: torch.Tensor, tags: torch.Tensor, positions: torch.Tensor) -> None:
+        """Shape and range checks with messages naming the input (instead of an indexing error or NaNs)."""
+        if atom_ids.dim() != 2:
+            raise ValueError(f"atom_ids must be [batch, atoms], got shape {list(atom_ids.shape)}")
+        if tags.shape != atom_ids.shape:
+            raise ValueError(f"tags {list(tags.shape)} and atom_ids {list(atom_ids.shape)} differ in shape")
+        if positions.shape != (*atom_ids.shape, 3):
+            raise ValueError(f"positions must be {[*atom_ids.shape, 3]}, got {list(positions.shape)}")
+        if atom_ids.numel() == 0 or not atom_ids.ne(0).any(dim=1).all():
+            raise ValueError("every system in the batch needs at least one atom (atom_ids != 0)")
+        if atom_ids.min() < 0 or atom_ids.max() >= self.config.num_atom_types:
+            raise ValueError(
+                f"atom_ids must lie in [0, {self.config.num_atom_types}); use Graphormer3DFeaturizer"
+            )
+        if tags.min() < 0 or tags.max() >= self.config.num_tags:
+            raise ValueError(
+                f"tags must lie in [0, {self.config.num_tags}) (0 sub-surface, 1 surface, 2 adsorbate)"
+            )
+        if not torch.isfinite(positions).all():
+            raise ValueError("positions contain NaN or inf")
+
     def pair_geometry(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Distances [B, N, N] and unit directions [B, N, N, 3] from atom i to atom j."""
         delta = positions.unsqueeze(1) - positions.unsqueeze(2)
@@ -303,6 +324,7 @@ class Graphormer3DModel(Graphormer3DPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
+        self.check_inputs(atom_ids, tags, positions)
         padding = atom_ids.eq(0)
         distance, direction = self.pair_geometry(positions)
         pair_features = self.pair_kernel(distance, atom_ids)
@@ -356,7 +378,7 @@ class Graphormer3DForIS2RE(Graphormer3DPreTrainedModel):
         output_hidden_states: bool | None = None,
         **kwargs,
     ) -> Graphormer3DIS2REOutput:
-        if real_mask is None:
+        if real_mask is None:  # every non-padding atom counts as real (no periodic images)
             real_mask = atom_ids.ne(0)
         encoded = self.graphormer3d(
             atom_ids, tags, positions, output_hidden_states=output_hidden_states, output_pair_features=True
