@@ -234,3 +234,39 @@ def test_model_rejects_bad_tensors(model, edit, message):
     edit(batch)
     with pytest.raises(ValueError, match=message):
         model(**batch)
+
+
+def test_node_loss_weight_decays_linearly_over_training(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from zoo.models.graphormer3d import Graphormer3DNodeLossDecay
+
+    torch.manual_seed(0)
+    model = Graphormer3DForIS2RE(tiny_config(node_loss_weight=15.0, min_node_loss_weight=1.0))
+    seen = []
+
+    class Record(Graphormer3DNodeLossDecay):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            super().on_step_begin(args, state, control, model=model, **kwargs)
+            seen.append(model.node_loss_weight)
+
+    batch = Graphormer3DFeaturizer()(with_targets(two_systems()))
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=4,
+        per_device_train_batch_size=1,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        learning_rate=1e-3,
+    )
+    Trainer(
+        model=model,
+        args=args,
+        train_dataset=[batch] * 4,
+        data_collator=lambda items: items[0],
+        callbacks=[Record()],
+    ).train()
+    assert seen == pytest.approx([15.0, 11.5, 8.0, 4.5])
+    assert model.config.node_loss_weight == 15.0

@@ -6,6 +6,7 @@ from .modeling_graphormer3d import (
     Graphormer3DIS2REOutput,
     Graphormer3DModel,
     Graphormer3DModelOutput,
+    Graphormer3DNodeLossDecay,
     Graphormer3DPreTrainedModel,
 )
 from .processing_graphormer3d import Graphormer3DFeaturizer, Graphormer3DInputError, example_system
@@ -18,6 +19,7 @@ __all__ = [
     "Graphormer3DIS2REOutput",
     "Graphormer3DModel",
     "Graphormer3DModelOutput",
+    "Graphormer3DNodeLossDecay",
     "Graphormer3DPreTrainedModel",
     "example_system",
 ]

@@ -34,8 +34,11 @@ class Graphormer3DConfig(PretrainedConfig):
         num_atom_types (64), num_tags (3): embedding rows; pair types are num_atom_types ** 2.
         energy_mean/energy_std, delta_pos_mean/delta_pos_std: target normalisation of the original
             criterion; outputs are in these normalised units, `energy_ev`/`delta_pos` undo it.
-        node_loss_weight: weight of the delta-position L1 loss next to the energy L1 loss (the original
-            decays it from 15 to `min_node_loss_weight` over training; a Trainer callback may update it).
+        node_loss_weight, min_node_loss_weight: weight of the delta-position L1 loss next to the energy L1
+            loss; the original decays it linearly from the first to the second over training
+            (`Graphormer3DNodeLossDecay`, a Trainer callback, does the same).
+    The default dropout is 0.0 as in the published OC20 recipe (`--dropout 0.0`); the architecture default
+    of the original is 0.1.
     """
 
     model_type = "graphormer3d"

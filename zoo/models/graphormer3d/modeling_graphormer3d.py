@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, TrainerCallback
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -365,6 +365,8 @@ class Graphormer3DForIS2RE(Graphormer3DPreTrainedModel):
         self.graphormer3d = Graphormer3DModel(config)
         self.energy_head = Graphormer3DEnergyHead(config)
         self.node_head = Graphormer3DNodeHead(config)
+        # the original decays this during training (see Graphormer3DNodeLossDecay); not saved
+        self.node_loss_weight = float(config.node_loss_weight)
         self.post_init()
 
     def forward(
@@ -421,8 +423,28 @@ class Graphormer3DForIS2RE(Graphormer3DPreTrainedModel):
             normalised = (delta_pos_labels.float() - mean) / std * mask
             per_atom = F.l1_loss(node_output.float() * mask, normalised, reduction="none").mean(dim=-1)
             count = mask.sum(dim=(1, 2)).clamp(min=1)
-            loss = loss + self.config.node_loss_weight * (per_atom.sum(dim=-1) / count).sum()
+            loss = loss + self.node_loss_weight * (per_atom.sum(dim=-1) / count).sum()
         return loss / target.numel()
 
 
-__all__ = ["Graphormer3DForIS2RE", "Graphormer3DModel", "Graphormer3DPreTrainedModel"]
+class Graphormer3DNodeLossDecay(TrainerCallback):
+    """Decays the node-loss weight linearly from `config.node_loss_weight` to `config.min_node_loss_weight`
+    over the run, as the original criterion does with its update count.
+
+        trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[Graphormer3DNodeLossDecay()])
+    """
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if model is None or not hasattr(model, "node_loss_weight"):
+            return
+        start, end = float(model.config.node_loss_weight), float(model.config.min_node_loss_weight)
+        progress = state.global_step / max(state.max_steps, 1)
+        model.node_loss_weight = start - max(0.0, start - end) * progress
+
+
+__all__ = [
+    "Graphormer3DForIS2RE",
+    "Graphormer3DNodeLossDecay",
+    "Graphormer3DModel",
+    "Graphormer3DPreTrainedModel",
+]
