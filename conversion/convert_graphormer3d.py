@@ -214,6 +214,26 @@ def forward_check(folder: Path, reference_dir: Path | None) -> dict[str, Any]:
     }
 
 
+def variant_differences(config, expected) -> list[str]:
+    """Architecture fields where a converted config differs from the registry variant's."""
+    fields = [
+        "num_layers",
+        "num_blocks",
+        "hidden_size",
+        "intermediate_size",
+        "num_attention_heads",
+        "num_kernels",
+        "pair_kernel",
+        "num_atom_types",
+        "num_tags",
+    ]
+    return [
+        f"{name}: checkpoint {getattr(config, name)!r}, variant {getattr(expected, name)!r}"
+        for name in fields
+        if getattr(config, name) != getattr(expected, name)
+    ]
+
+
 def convert(
     original: str | Path,
     out_dir: str | Path,
@@ -230,9 +250,16 @@ def convert(
     from zoo.registry import model_info
 
     original = Path(original)
+    expected_config = None
     if variant is not None:
+        from zoo.registry import build_config
+
         model_info(variant)
+        expected_config = build_config(variant)
     model, checkpoint = build_model(original)
+    differences = variant_differences(model.config, expected_config) if expected_config is not None else []
+    if differences:
+        print(f"warning: the checkpoint differs from variant {variant}: {differences}", file=sys.stderr)
     source_dtypes = sorted({str(t.dtype).replace("torch.", "") for t in checkpoint["model"].values()})
     reference = Path(reference_dir) if reference_dir is not None else None
     with staged_folder(out_dir, overwrite=overwrite) as stage:
@@ -250,6 +277,7 @@ def convert(
                 "source_dtypes": source_dtypes,
                 "pair_kernel": model.config.pair_kernel,
                 "variant": variant,
+                "differences_from_variant": differences,
                 "command": command
                 or f"python conversion/convert_graphormer3d.py {original.name} OUT_DIR"
                 + (f" --variant {variant}" if variant else ""),

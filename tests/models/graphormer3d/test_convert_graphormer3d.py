@@ -66,6 +66,14 @@ def test_folder_contents_and_conversion_record(tmp_path):
     assert record["source_sha256"] == json.loads((CASE / "meta.json").read_text())["checkpoint"]["sha256"]
     assert record["source_dtypes"] == ["float16"] and record["pair_kernel"] == "gaussian"
     assert record["check"]["passed"] and record["check"]["max_abs_energy_error"] < 1e-5
+    # the tiny fixture is not the base architecture: the record says so, field by field
+    assert any(
+        d.startswith("num_layers: checkpoint 2, variant 12") for d in record["differences_from_variant"]
+    )
+    assert any(
+        d.startswith("pair_kernel: checkpoint 'gaussian', variant 'rbf'")
+        for d in record["differences_from_variant"]
+    )
     config = json.loads((folder / "config.json").read_text())
     assert (config["num_layers"], config["num_blocks"], config["hidden_size"], config["num_kernels"]) == (
         2,
