@@ -110,6 +110,8 @@ def plot(rows: list[dict], path: Path, device: str) -> None:
         ax.set_ylabel(f"{label} / {label} at {atoms[0]} atoms")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(atoms, [str(a) for a in atoms])
+        ax.minorticks_off()
         ax.legend(fontsize=8)
     fig.suptitle(f"Graphormer-3D base (45.1M params), batch of 1, {device}")
     fig.tight_layout()
