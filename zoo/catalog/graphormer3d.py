@@ -113,6 +113,10 @@ def graphormer3d_demo(workdir: Path, quick: bool) -> DemoResult:
     """Convert the bundled original-format fixture checkpoint and predict on a hand-built slab + adsorbate."""
     from conversion.convert_graphormer3d import convert
 
+    if not (DEMO_CASE / "checkpoint.pt").is_file():
+        raise FileNotFoundError(
+            f"the demo converts the bundled fixture {DEMO_CASE}; run it from a source checkout"
+        )
     folder = convert(
         DEMO_CASE / "checkpoint.pt",
         Path(workdir) / "graphormer3d_public_3d",
