@@ -194,7 +194,40 @@ def test_unlisted_elements_rejected_when_asked(featurizer):
 
 
 def test_not_a_system(featurizer):
-    with pytest.raises(Graphormer3DInputError, match="expected a mapping or an ase.Atoms"):
+    with pytest.raises(Graphormer3DInputError, match="expected a mapping, an ase.Atoms or an OC20 record"):
         featurizer.featurize("Cu4O")
     with pytest.raises(Graphormer3DInputError, match="zero systems"):
         featurizer([])
+
+
+def test_oc20_lmdb_style_record(featurizer):
+    """OC20 LMDBs hold torch_geometric Data objects with float atomic numbers and a [1, 3, 3] cell."""
+    data_module = pytest.importorskip("torch_geometric.data")
+    system = fixture_systems()[2]
+    record = data_module.Data(
+        atomic_numbers=torch.tensor(system["atomic_numbers"], dtype=torch.float32),
+        pos=torch.tensor(system["pos"]),
+        pos_relaxed=torch.tensor(system["pos_relaxed"]),
+        tags=torch.tensor(system["tags"]),
+        cell=torch.tensor(system["cell"]),
+        y_relaxed=system["y_relaxed"],
+        sid=system["sid"],
+    )
+    item = featurizer.featurize(record)
+    expected = load_file(str(CASE / "items_pbc.safetensors"))
+    for theirs, ours in {
+        "pos": "positions",
+        "atoms": "atom_ids",
+        "tags": "tags",
+        "deltapos": "delta_pos",
+    }.items():
+        assert torch.equal(item[ours], expected[f"item2.{theirs}"]), ours
+    assert item["relaxed_energy"].item() == pytest.approx(system["y_relaxed"])
+    bad = data_module.Data(
+        atomic_numbers=torch.tensor([8.0]),
+        pos=torch.tensor([[0.0, 0.0, float("nan")]]),
+        tags=torch.tensor([2]),
+        sid=77,
+    )
+    with pytest.raises(Graphormer3DInputError, match=r"system 77: positions of atoms \[0\] are not finite"):
+        featurizer.featurize(bad)

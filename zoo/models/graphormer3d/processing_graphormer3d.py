@@ -8,8 +8,9 @@ zero padding to a multiple of 8 atoms.
     featurizer = Graphormer3DFeaturizer()
     batch = featurizer([{"atomic_numbers": [29, 29, 8], "positions": pos, "tags": [0, 1, 2], "cell": cell}])
 
-A system is a mapping (keys below) or an ASE `Atoms` object (`ase` is optional; any object with
-`get_atomic_numbers()` and `get_positions()` works).
+A system is a mapping (keys below), an ASE `Atoms` object (`ase` is optional; any object with
+`get_atomic_numbers()` and `get_positions()` works) or an attribute-style OC20 record such as the
+torch_geometric `Data` objects stored in the OC20 LMDBs (`atomic_numbers`, `pos`, `tags`, `cell`, ...).
 """
 
 from __future__ import annotations
@@ -139,6 +140,20 @@ def _from_ase(atoms: Any) -> dict[str, Any]:
     }
 
 
+def _from_attributes(record: Any) -> dict[str, Any]:
+    """Fields of an attribute-style record, e.g. the torch_geometric `Data` objects of the OC20 LMDBs."""
+    fields = {}
+    for field, aliases in _KEY_ALIASES.items():
+        for key in aliases:
+            value = getattr(record, key, None)
+            if value is not None:
+                fields[field] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+                break
+    sid = getattr(record, "sid", None)
+    fields["sid"] = sid.item() if isinstance(sid, torch.Tensor) else sid
+    return fields
+
+
 class Graphormer3DFeaturizer(FeatureExtractionMixin):
     """Turns 3D systems into Graphormer-3D batches exactly as the original IS2RE data pipeline does.
 
@@ -234,7 +249,7 @@ class Graphormer3DFeaturizer(FeatureExtractionMixin):
         }
 
     def featurize(self, system: Any, name: str | None = None) -> dict[str, torch.Tensor]:
-        """Validate one system (mapping or ASE Atoms) and expand it; see the class docstring for fields.
+        """Validate one system (mapping, ASE Atoms or OC20 record) and expand it; see the class docstring.
 
         Raises `Graphormer3DInputError` naming the system for: no atoms, arrays of different lengths,
         non-finite or misshapen positions/cell, atomic numbers that are no element (or, with
@@ -243,9 +258,12 @@ class Graphormer3DFeaturizer(FeatureExtractionMixin):
         if not isinstance(system, Mapping):
             if hasattr(system, "get_atomic_numbers") and hasattr(system, "get_positions"):
                 system = _from_ase(system)
+            elif hasattr(system, "atomic_numbers") and hasattr(system, "pos"):
+                system = _from_attributes(system)
             else:
                 raise Graphormer3DInputError(
-                    f"system {name or '?'}: expected a mapping or an ase.Atoms, got {type(system).__name__}"
+                    f"system {name or '?'}: expected a mapping, an ase.Atoms or an OC20 record, "
+                    f"got {type(system).__name__}"
                 )
         label = name or system.get("name") or system.get("sid")
         label = f"system {label!r}" if label is not None else "system"
