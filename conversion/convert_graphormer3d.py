@@ -284,7 +284,7 @@ def convert(
                 "check": check,
             },
         )
-        write_card(stage, variant=variant, repo_id=Path(out_dir).name)
+        write_card(stage, variant=variant, repo_id=Path(out_dir).name, extra={"pipeline_tag": "graph-ml"})
     return Path(out_dir)
 
 

@@ -82,6 +82,7 @@ def test_folder_contents_and_conversion_record(tmp_path):
         16,
     )
     card = (folder / "README.md").read_text()
+    assert "pipeline_tag: graph-ml" in card
     assert "0.4722" in card and "engergy_proj" in card and "model.safetensors" in card
 
 
