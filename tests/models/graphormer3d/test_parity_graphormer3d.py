@@ -185,3 +185,24 @@ def test_featurized_systems_reproduce_original_energies(case, converted):
         out = converted[case.name](**batch)
     torch.testing.assert_close(out.energy_ev, expected["energy_eV"], atol=1e-5, rtol=1e-4)
     assert out.loss is not None and torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("case", case_params())
+def test_parity_checks_catch_known_mistakes(case, converted):
+    """The tolerances separate right from wrong: counting periodic images in the energy or swapping the
+    pair-type order both move the outputs outside them (the fixture README's list of easy mistakes)."""
+    inputs = load_file(str(case / "inputs.safetensors"))
+    expected = load_file(str(case / "expected.safetensors"))
+    model = converted[case.name]
+    args = dict(atom_ids=inputs["atoms"], tags=inputs["tags"], positions=inputs["pos"])
+    with torch.no_grad():
+        with_images = model(**args, real_mask=inputs["atoms"].ne(0)).energy
+        kernel = model.graphormer3d.pair_kernel
+        original_pair_types = kernel.pair_types
+        kernel.pair_types = lambda ids: original_pair_types(ids).transpose(1, 2)
+        try:
+            swapped = model(**args, real_mask=inputs["real_mask"]).energy
+        finally:
+            del kernel.pair_types
+    for wrong in (with_images, swapped):
+        assert not torch.allclose(wrong, expected["energy"], atol=1e-5, rtol=1e-4)
