@@ -268,7 +268,7 @@ def convert(
         atomic_write_json(stage / "conversion.json", record)
         from zoo.hub import write_card
 
-        write_card(stage, variant=variant)
+        write_card(stage, variant=variant, repo_id=Path(out_dir).name)
     return Path(out_dir)
 
 
