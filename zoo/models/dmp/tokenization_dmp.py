@@ -131,8 +131,8 @@ class DmpTokenizer(PreTrainedTokenizer):
         self.unknown_tokens = unknown_tokens
         self._file_entries = _read_fairseq_dictionary(vocab_file)
         tokens = list(SPECIAL_TOKENS) + [token for token, _ in self._file_entries]
-        if mask_token not in tokens:
-            tokens.append(mask_token)
+        if str(mask_token) not in tokens:
+            tokens.append(str(mask_token))
         self._id_to_token = tokens
         self._token_to_id = {token: index for index, token in enumerate(tokens)}
         kwargs.setdefault("special_tokens_pattern", "eos")
