@@ -341,8 +341,11 @@ class DmpModel(DmpPreTrainedModel):
             raise ValueError(f"edge_index has {edge_index.shape[1]} edges but bond_features has {bond_features.shape[0]} rows")
         if atom_batch.shape[0] != atom_features.shape[0]:
             raise ValueError(f"atom_batch has {atom_batch.shape[0]} entries for {atom_features.shape[0]} atoms")
+        graphs_in_batch = int(atom_batch.max()) + 1 if atom_batch.numel() else 0
         if num_graphs is None:
-            num_graphs = int(atom_batch.max()) + 1 if atom_batch.numel() else 0
+            num_graphs = graphs_in_batch
+        elif graphs_in_batch > num_graphs:
+            raise ValueError(f"{num_graphs} sequences but {graphs_in_batch} graphs in the batch (atom_batch)")
         nodes = self.gnn(atom_features, edge_index, bond_features)
         return nodes, _graph_readout(nodes, atom_batch, num_graphs)
 
