@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoModelForPreTraining, AutoModelForSequenceClassification
 
 from conversion.convert_dmp import convert
 from tests.models.dmp._fixtures import cases, load, model_inputs
-from transformers import AutoModelForPreTraining, AutoModelForSequenceClassification
 from zoo.models.dmp import DmpForPreTraining, DmpForSequenceClassification
 
 
