@@ -196,7 +196,7 @@ def finetune(
         per_device_train_batch_size=batch_size or spec.batch_size,
         per_device_eval_batch_size=batch_size or spec.batch_size,
         weight_decay=spec.weight_decay,
-        warmup_ratio=spec.warmup_ratio,
+        warmup_steps=spec.warmup_ratio,  # transformers 5: a float < 1 is a fraction of the total steps
         eval_strategy="steps" if eval_steps else "epoch",
         eval_steps=eval_steps,
         logging_steps=max(1, min(50, eval_steps or 50)),
