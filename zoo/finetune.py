@@ -143,7 +143,7 @@ def _card_results(data: RecipeData, eval_metrics: dict[str, float], recipe: Reci
             "task_type": spec["task_type"], "dataset_type": spec["dataset_type"],
             "dataset_name": spec["dataset_name"], "dataset_split": spec.get("dataset_split", "validation"),
             "metric_type": metric_type, "metric_value": round(float(value), 6),
-            "metric_name": key, "source_name": f"zoo finetune recipe {recipe.name}",
+            "metric_name": key,
         })
     return rows
 
