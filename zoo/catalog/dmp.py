@@ -30,6 +30,10 @@ _ORIGINAL_GROUPS = {
 }
 _ENCODERS = ("encoder0.sentence_encoder", "encoder1.gcns", "encoder1.norms", "encoder1.atom_encoder")
 _PRETRAINING = ("encoder0.lm_head", "encoder1.atom_head", "projection_heads", "prediction_heads")
+_SMALL = {
+    "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 512,
+    "gnn_num_layers": 4, "gnn_hidden_size": 128, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+}
 _TINY = {
     "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
     "gnn_num_layers": 3, "gnn_hidden_size": 24,
@@ -90,7 +94,7 @@ register_model(ModelEntry(
     description="DMP property head over both branches (the original `molecule_head`, 2 classes), as fine-tuned by "
     "finetune_alltasks.sh; set coeff_transformer / coeff_gnn to 0 for a single branch",
     params=sum(_ORIGINAL_GROUPS[g] for g in _ENCODERS + ("classification_heads",)),
-    recipe="dmp_b3db",
+    recipe="dmp_b3db_bbb",
     **_COMMON,
 ))
 register_model(ModelEntry(
@@ -102,3 +106,15 @@ register_model(ModelEntry(
     params=sum(_ORIGINAL_GROUPS[g] for g in _ENCODERS) + 1_182_722 - 769,
     **_COMMON,
 ))
+register_model(ModelEntry(
+    name="dmp_small_molecule_cls",
+    task="graph-classification",
+    architecture="DmpForSequenceClassification",
+    config={**_SMALL, "num_labels": 2},
+    description="a CPU-sized DMP (Transformer 4x128, GNN 4x128) for fine-tuning from scratch, e.g. on B3DB; "
+    "not a paper configuration",
+    recipe="dmp_b3db_bbb",
+    **{**_COMMON, "test_config": {}},
+))
+
+import zoo.recipes.dmp  # noqa: E402,F401  (registers the B3DB recipes and the demo)
