@@ -117,10 +117,11 @@ def _loader(branch: str):
         if options.quick:
             molecules = random.Random(options.seed).sample(molecules, QUICK_MOLECULES)
         train_index, eval_index = scaffold_split([s for s, _ in molecules])
-        if options.max_train_samples:
-            train_index = train_index[: options.max_train_samples]
-        if options.max_eval_samples:
-            eval_index = eval_index[: options.max_eval_samples]
+        sampler = random.Random(options.seed)
+        if options.max_train_samples and options.max_train_samples < len(train_index):
+            train_index = sorted(sampler.sample(train_index, options.max_train_samples))
+        if options.max_eval_samples and options.max_eval_samples < len(eval_index):
+            eval_index = sorted(sampler.sample(eval_index, options.max_eval_samples))
         tokenizer, featurizer = DmpTokenizer(), DmpFeaturizer()
 
         def encode(indices: list[int]):
@@ -164,6 +165,8 @@ def compare_branches(
     quick: bool = False,
     seed: int = 0,
     pretrained: str | Path | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
 ) -> dict[str, Any]:
     """Fine-tune Transformer-only, GNN-only and both-branch heads; write comparison.json + comparison.png.
 
@@ -174,11 +177,17 @@ def compare_branches(
     for branch, suffix in (("transformer", "_transformer"), ("gnn", "_gnn"), ("both", "")):
         metrics = finetune(
             variant, f"dmp_b3db_bbb{suffix}", out_dir / branch, epochs=epochs, seed=seed, pretrained=pretrained,
-            options=RecipeOptions(seed=seed, quick=quick), overwrite=True,
+            options=RecipeOptions(
+                seed=seed, quick=quick, max_train_samples=max_train_samples, max_eval_samples=max_eval_samples
+            ),
+            overwrite=True,
         )
         results[branch] = {k[5:]: v for k, v in metrics["eval"].items() if k in ("eval_roc_auc", "eval_accuracy")}
         results[branch]["curve"] = metrics["curves"].get("eval_roc_auc", [])
-    summary = {"variant": variant, "dataset": DATASET, "quick": quick, "epochs": epochs, "results": results}
+    summary = {
+        "variant": variant, "dataset": DATASET, "quick": quick, "epochs": epochs, "seed": seed,
+        "max_train_samples": max_train_samples, "max_eval_samples": max_eval_samples, "results": results,
+    }
     atomic_write_json(out_dir / "comparison.json", summary)
     _plot_comparison(results, out_dir / "comparison.png", variant)
     return summary

@@ -133,6 +133,7 @@ class DmpTokenizer(PreTrainedTokenizer):
         tokens = list(SPECIAL_TOKENS) + [token for token, _ in self._file_entries]
         if str(mask_token) not in tokens:
             tokens.append(str(mask_token))
+        self._reported_unknown: set[str] = set()
         self._id_to_token = tokens
         self._token_to_id = {token: index for index, token in enumerate(tokens)}
         kwargs.setdefault("special_tokens_pattern", "eos")
@@ -177,7 +178,9 @@ class DmpTokenizer(PreTrainedTokenizer):
             message = f"SMILES {text!r} has tokens missing from the DMP dictionary: {unknown}"
             if self.unknown_tokens == "error":
                 raise ValueError(message)
-            logger.warning(message + " (encoded as <unk>, as the original does)")
+            if not self._reported_unknown.issuperset(unknown):
+                self._reported_unknown.update(unknown)
+                logger.warning(message + " (encoded as <unk>, as the original does; each token is reported once)")
         return tokens
 
     def _convert_token_to_id(self, token: str) -> int:
