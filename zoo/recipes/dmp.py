@@ -201,13 +201,14 @@ def _plot_comparison(results: dict[str, Any], path: Path, variant: str) -> None:
 
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(9, 3.4))
     names = list(results)
-    bars.bar(names, [results[n]["roc_auc"] for n in names], color=["#4c72b0", "#55a868", "#c44e52"])
+    colors = dict(zip(names, ["#4c72b0", "#55a868", "#c44e52"]))
+    bars.bar(names, [results[n]["roc_auc"] for n in names], color=[colors[n] for n in names])
     bars.set_ylim(0.5, 1.0)
     bars.set_ylabel("eval ROC-AUC (scaffold split)")
     for name in names:
         if results[name]["curve"]:
             steps, values = zip(*results[name]["curve"])
-            curves.plot(steps, values, marker="o", label=name)
+            curves.plot(steps, values, marker="o", label=name, color=colors[name])
     curves.set_xlabel("step")
     curves.set_ylabel("eval ROC-AUC")
     curves.legend()
