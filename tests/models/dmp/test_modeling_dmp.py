@@ -182,3 +182,21 @@ def test_invalid_config():
         DmpConfig(coeff_transformer=0.0, coeff_gnn=0.0)
     with pytest.raises(ValueError, match="not a multiple"):
         DmpConfig(hidden_size=30, num_attention_heads=4)
+
+
+def test_pretraining_with_the_masking_collator_and_trainer(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from zoo.models.dmp import DmpDataCollator, DmpFeaturizer, DmpTokenizer
+
+    smiles = ["CCO", "c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O", "N#Cc1ccc2[nH]ccc2c1", "CC(=O)[O-].[Na+]", "OCC(O)CO"]
+    features = DmpFeaturizer().encode_molecules(smiles, DmpTokenizer())
+    model = DmpForPreTraining(tiny_config(vocab_size=2353, mask_token_id=2352, max_position_embeddings=514))
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=3, learning_rate=1e-3, report_to=[],
+        save_strategy="no", use_cpu=True, disable_tqdm=True, remove_unused_columns=False, logging_steps=1,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=DmpDataCollator(mlm=True, seed=0))
+    assert trainer.train().global_step == 2
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    assert len(losses) == 2 and all(loss == loss for loss in losses)
