@@ -199,7 +199,7 @@ def finetune(
         warmup_steps=spec.warmup_ratio,  # transformers 5: a float < 1 is a fraction of the total steps
         eval_strategy="steps" if eval_steps else "epoch",
         eval_steps=eval_steps,
-        logging_steps=max(1, min(50, eval_steps or 50)),
+        logging_steps=0.05,  # a float < 1 is a fraction of the total steps: about 20 points per curve
         save_strategy="no",
         report_to=[],
         seed=seed,
