@@ -526,7 +526,10 @@ class DmpClassificationHead(nn.Module):
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
 
     def branch(self, x: torch.Tensor, dense: nn.Linear) -> torch.Tensor:
-        return self.out_proj(self.dropout(self.activation(dense(self.dropout(x)))))
+        hidden = self.dropout(self.activation(dense(self.dropout(x))))
+        # product + sum rather than F.linear: with few outputs BLAS takes a gemv path whose rounding depends on
+        # the weight's memory alignment, which differs once weights are loaded from safetensors
+        return (hidden.unsqueeze(-2) * self.out_proj.weight).sum(-1) + self.out_proj.bias
 
 
 class DmpForSequenceClassification(DmpPreTrainedModel):
