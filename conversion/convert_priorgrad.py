@@ -23,7 +23,12 @@ import zoo  # noqa: F401  (registers the family, needed to render the card)
 from conversion.safe_checkpoint import CheckpointReadError, read_checkpoint
 from zoo.fileio import atomic_write_json, sha256_file, staged_folder
 from zoo.hub import CONVERSION_FILE, write_card
-from zoo.models.priorgrad import PriorGradConfig, PriorGradFeatureExtractor, PriorGradVocoder, load_energy_stats
+from zoo.models.priorgrad import (
+    PriorGradConfig,
+    PriorGradFeatureExtractor,
+    PriorGradVocoder,
+    load_energy_stats,
+)
 
 __all__ = ["ConversionError", "config_from_params", "convert", "key_table", "main"]
 

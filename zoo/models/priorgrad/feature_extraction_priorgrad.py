@@ -14,6 +14,7 @@ statistics (`stats_priorgrad/energy_{min,max}_train.npy`).
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -143,8 +144,10 @@ class PriorGradFeatureExtractor(FeatureExtractionMixin):
         path = Path(path)
         try:
             rate, data = wavfile.read(path)
-        except (ValueError, EOFError, OSError) as error:
-            raise ValueError(f"{path}: cannot read as a wav file ({error})") from None
+        except FileNotFoundError:
+            raise
+        except (ValueError, EOFError, OSError, struct.error) as error:
+            raise ValueError(f"{path}: cannot read as a wav file ({error or type(error).__name__})") from None
         if rate != self.sampling_rate:
             raise ValueError(
                 f"{path}: sample rate {rate} Hz, but this model works at {self.sampling_rate} Hz; resample it first "
