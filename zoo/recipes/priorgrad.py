@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     metrics["results"] = metrics.get("results", []) + [
         {"task_type": "audio-to-audio", "dataset_type": "espeak-ng", "dataset_name": "espeak-ng English sentences",
          "dataset_split": "held-out", "metric_type": metric, "metric_name": f"{metric} ({args.steps} steps)",
-         "metric_value": round(summary["trained"][metric], 4), "source_name": f"zoo recipe {RECIPE_NAME}"}
+         "metric_value": round(summary["trained"][metric], 4)}
         for metric in ("log_mel_l1", "mr_stft")
     ]
     atomic_write_json(out / METRICS_FILE, metrics)
