@@ -254,8 +254,8 @@ def run_demo(workdir: Path, quick: bool):
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from zoo.finetune import finetune
     from zoo.fileio import atomic_write_json
+    from zoo.finetune import finetune
     from zoo.hub import METRICS_FILE, write_card
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
