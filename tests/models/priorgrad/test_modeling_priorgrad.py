@@ -201,3 +201,19 @@ def test_missing_statistics_and_bad_config():
         PriorGradConfig(hop_samples=300)
     with pytest.raises(ValueError, match="only one of"):
         PriorGradConfig(condition_prior=True, condition_prior_global=True)
+
+
+def test_generate_from_a_padded_feature_extractor_batch():
+    vocoder = random_vocoder()
+    mels = log_mels(4, 6, seed=2)
+    padded = torch.zeros(2, 80, 6)
+    padded[0, :, :4], padded[1] = mels[0], mels[1]
+    noise = torch.randn(6, 2, 6 * 256, generator=torch.Generator().manual_seed(1))
+    from_list = vocoder.generate(mels, noise=noise)
+    from_padded = vocoder.generate(padded, frame_lengths=torch.tensor([4, 6]), noise=noise)
+    torch.testing.assert_close(from_padded.waveform, from_list.waveform, atol=0, rtol=0)
+    std = torch.ones(2, 6 * 256)
+    with_std = vocoder.generate(padded, frame_lengths=[4, 6], target_std=std, noise=noise)
+    assert with_std.lengths.tolist() == [4 * 256, 6 * 256]
+    with pytest.raises(ValueError, match="do not fit"):
+        vocoder.generate(padded, frame_lengths=[7, 6])

@@ -528,6 +528,7 @@ class PriorGradVocoder(PriorGradPreTrainedModel):
         chunk_frames: int | None = None,
         overlap_frames: int | None = None,
         output_states: bool = False,
+        frame_lengths: torch.Tensor | Sequence[int] | None = None,
     ) -> PriorGradGenerateOutput:
         """Waveforms from log-mels by the reverse diffusion process with the prior N(0, diag(std^2)).
 
@@ -539,12 +540,24 @@ class PriorGradVocoder(PriorGradPreTrainedModel):
         (standard-normal draws: [0] the initial sample, [k] the draw after the k-th reverse step).
         `chunk_frames` evaluates the network over windows of that many frames with `overlap_frames`
         context each side (default: the receptive field, which makes chunking exact up to rounding).
+        `frame_lengths` [B] marks a zero-padded batch (as the feature extractor returns it).
 
             out = vocoder.generate([mel_a, mel_b], num_inference_steps=12, chunk_frames=200)
             clip_b = out.waveform[1, : out.lengths[1]]
         """
         config = self.config
         device = self.device
+        if frame_lengths is not None:
+            if not isinstance(spectrogram, torch.Tensor) or spectrogram.dim() != 3:
+                raise ValueError("frame_lengths goes with a padded batch spectrogram [B, n_mels, max frames]")
+            frame_lengths = [int(n) for n in frame_lengths]
+            if len(frame_lengths) != spectrogram.shape[0] or not all(1 <= n <= spectrogram.shape[-1] for n in frame_lengths):
+                raise ValueError(f"frame_lengths {frame_lengths} do not fit a batch of shape {list(spectrogram.shape)}")
+            spectrogram = [mel[:, :n] for mel, n in zip(spectrogram, frame_lengths)]
+            if isinstance(target_std, torch.Tensor) and target_std.dim() == 2:
+                hop = config.hop_samples
+                per_sample = target_std.shape[-1] != max(frame_lengths)
+                target_std = [std[: n * hop] if per_sample else std[:n] for std, n in zip(target_std, frame_lengths)]
         batch, lengths = self._batch_spectrograms(spectrogram)
         std = self._padded_std(target_std, batch, lengths).to(device)
         batch, lengths = batch.to(device), lengths.to(device)
