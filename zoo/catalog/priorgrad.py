@@ -53,14 +53,16 @@ register_model(ModelEntry(
         notes=(
             "priorgrad_voc.zip unzips to checkpoints/priorgrad/weights-3000000.pt (learner dict: step, model, "
             "optimizer, params, scaler); the LJSpeech energy statistics are in stats_priorgrad.zip "
-            "(stats_priorgrad/energy_{max,min}_train.npy). Convert with --stats pointing at them."
+            "(stats_priorgrad/energy_{max,min}_train.npy). Convert with --stats pointing at them. Older versions "
+            "of the PriorGrad-vocoder README link the same two zips on Google Drive (files "
+            "1sGXP2lF0o30mMSx2Kew8k9VkDR3p1IAK and 1uPPsFwG1_xh6eWEjuMHaBfxrQ24uEZyT)."
         ),
     ),
     converter="conversion/convert_priorgrad.py",
     card="cards/priorgrad.md",
     paper="PriorGrad: Improving Conditional Denoising Diffusion Models with Data-Dependent Adaptive Prior",
     paper_url="https://arxiv.org/abs/2106.06406",
-    license="mit",
+    license="apache-2.0",  # PriorGrad-vocoder/LICENSE in microsoft/NeuralSpeech
     params=2_619_971,
     recipe="priorgrad_espeak",
     test_config={"residual_layers": 2, "residual_channels": 8, "dilation_cycle_length": 2},
