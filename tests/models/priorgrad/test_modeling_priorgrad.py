@@ -217,3 +217,12 @@ def test_generate_from_a_padded_feature_extractor_batch():
     assert with_std.lengths.tolist() == [4 * 256, 6 * 256]
     with pytest.raises(ValueError, match="do not fit"):
         vocoder.generate(padded, frame_lengths=[7, 6])
+
+
+def test_noise_prediction_needs_no_prior_statistics_unless_conditioned():
+    plain = PriorGradVocoder(PriorGradConfig(residual_layers=1, residual_channels=4)).eval()
+    out = plain(torch.zeros(1, 80, 2), audio=torch.zeros(1, 512), diffusion_step=torch.tensor([3]))
+    assert out.predicted_noise.shape == (1, 1, 512) and out.target_std is None
+    conditioned = PriorGradVocoder(PriorGradConfig(residual_layers=1, residual_channels=4, condition_prior=True))
+    with pytest.raises(ValueError, match="energy statistics"):
+        conditioned(torch.zeros(1, 80, 2), audio=torch.zeros(1, 512), diffusion_step=torch.tensor([3]))

@@ -425,9 +425,12 @@ class PriorGradVocoder(PriorGradPreTrainedModel):
         """Loss pass with `labels` (clean audio [B, L]); noise prediction for a noisy `audio` otherwise.
 
         `noise` is a standard-normal draw [B, L] (scaled by the prior std here); `target_std` is the prior
-        per frame or per sample (computed from the mel when omitted).
+        per frame or per sample (computed from the mel when omitted and needed: for the loss, or as
+        conditioning with `condition_prior` / `condition_prior_global`).
         """
-        target_std = self._per_sample_std(spectrogram, target_std)
+        config = self.config
+        if target_std is not None or labels is not None or config.condition_prior or config.condition_prior_global:
+            target_std = self._per_sample_std(spectrogram, target_std)
         net_spectrogram, global_cond = self.network_conditioning(spectrogram, target_std)
         loss = scaled_noise = None
         if labels is not None:
