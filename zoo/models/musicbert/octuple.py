@@ -425,7 +425,8 @@ def decode_octuples(octuples: list[tuple[int, ...]] | np.ndarray, ticks_per_beat
     if not octuples:
         raise OctupleError("cannot decode an empty OctupleMIDI sequence (no notes)")
     for octuple in octuples:
-        bad = [FIELD_NAMES[i] for i, v in enumerate(octuple) if not 0 <= v < FIELD_SIZES[i]]
+        # Bars may exceed the 256 of the vocabulary here: a full encoding (before selection) decodes too.
+        bad = [FIELD_NAMES[i] for i, v in enumerate(octuple) if v < 0 or (i > 0 and v >= FIELD_SIZES[i])]
         if len(octuple) != 8 or bad:
             raise OctupleError(f"invalid octuple {octuple}: fields {bad or 'count'} out of range")
     num_bars = max(o[0] for o in octuples) + 1
@@ -465,9 +466,12 @@ def decode_octuples(octuples: list[tuple[int, ...]] | np.ndarray, ticks_per_beat
     ]
     for bar, position, program, pitch, duration, velocity, _, _ in octuples:
         start = tick(bar, position)
+        # A zero-length note is written one tick long, as the original's MIDI writer (miditoolkit 0.1.14)
+        # stored it; written with zero length, the note-off would precede the note-on and the note be lost.
+        end = max(start + token_to_duration(duration) * ticks_per_beat // POS_RESOLUTION, start + 1)
         instruments[program].notes.append(miditoolkit.Note(
             velocity=token_to_velocity(velocity), pitch=pitch - 128 if program == DRUM_PROGRAM else pitch,
-            start=start, end=start + token_to_duration(duration) * ticks_per_beat // POS_RESOLUTION,
+            start=start, end=end,
         ))
     midi.instruments = [inst for inst in instruments if inst.notes]
     current = None
