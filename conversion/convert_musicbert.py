@@ -112,8 +112,11 @@ def convert(
     from zoo.fileio import sha256_file, staged_folder
     from zoo.hub import write_card
     from zoo.models.musicbert import (
-        MusicBertConfig, MusicBertForMaskedLM, MusicBertForPairClassification,
-        MusicBertForSequenceClassification, OctupleMidiTokenizer,
+        MusicBertConfig,
+        MusicBertForMaskedLM,
+        MusicBertForPairClassification,
+        MusicBertForSequenceClassification,
+        OctupleMidiTokenizer,
     )
 
     original = Path(original)

@@ -11,8 +11,13 @@ import zoo  # noqa: F401
 from conversion.convert_musicbert import convert
 from tests.model_tester import ModelTesterMixin
 from zoo.models.musicbert import (
-    DataCollatorForOctupleMasking, MusicBertConfig, MusicBertForMaskedLM, MusicBertForPairClassification,
-    MusicBertForSequenceClassification, MusicBertModel, OctupleMidiTokenizer,
+    DataCollatorForOctupleMasking,
+    MusicBertConfig,
+    MusicBertForMaskedLM,
+    MusicBertForPairClassification,
+    MusicBertForSequenceClassification,
+    MusicBertModel,
+    OctupleMidiTokenizer,
 )
 from zoo.models.musicbert.masking_musicbert import bar_mask, original_seed
 

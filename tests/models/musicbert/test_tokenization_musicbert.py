@@ -12,8 +12,16 @@ from transformers import AutoTokenizer
 import zoo  # noqa: F401
 from zoo.models.musicbert import MusicBertConfig, OctupleError, OctupleMidiTokenizer
 from zoo.models.musicbert.octuple import (
-    DURATION_DECODE, DURATION_ENCODE, TIME_SIGNATURES, decode_octuples, encode_octuples, read_midi,
-    reduce_time_signature, tempo_to_token, token_to_tempo, token_to_velocity,
+    DURATION_DECODE,
+    DURATION_ENCODE,
+    TIME_SIGNATURES,
+    decode_octuples,
+    encode_octuples,
+    read_midi,
+    reduce_time_signature,
+    tempo_to_token,
+    token_to_tempo,
+    token_to_velocity,
 )
 from zoo.models.musicbert.tokenization_musicbert import build_field_tokens, build_vocab
 
