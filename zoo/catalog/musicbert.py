@@ -56,7 +56,7 @@ _TINY = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "i
          "max_positions": 256}
 _COMMON = dict(
     family="musicbert", converter="conversion/convert_musicbert.py", card="cards/musicbert.md",
-    paper=PAPER, paper_url=PAPER_URL, license="mit", recipe="music21_composer", test_config=_TINY,
+    paper=PAPER, paper_url=PAPER_URL, license="mit", recipe="music21_dance", test_config=_TINY,
 )
 
 register_model(ModelEntry(
@@ -85,3 +85,13 @@ register_model(ModelEntry(
     ),
     params=22_500_000, **_COMMON,
 ))
+register_model(ModelEntry(
+    name="musicbert_tiny", task="text-classification", architecture="MusicBertForSequenceClassification",
+    config={"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512,
+            "max_positions": 8192},
+    description="The original code's musicbert_tiny architecture (2 layers, width 128), without released "
+                "weights: a CPU-sized model for the fine-tuning recipe and tests.",
+    params=None, **{**_COMMON, "recipe": "music21_dance"},
+))
+
+from zoo.recipes import musicbert as _recipes  # noqa: E402,F401  (registers the recipe and the demo)
