@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import sys
 import time
 import warnings
@@ -48,7 +47,7 @@ def tokenizer_benchmark(files: list[bytes], repeats: int) -> dict:
     result = {"files": len(files), "notes": 0, "miditoolkit_parse_s": parse,
               "miditoolkit_parse_files_per_s": len(files) / parse}
     for pairing in ("legacy", "fifo"):
-        def encode():
+        def encode(pairing: str = pairing):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return [tokenizer.encode_midi(data, note_pairing=pairing) for data in files]
@@ -74,7 +73,7 @@ def forward_benchmark(repeats: int, notes: int = 1000, batch: int = 2) -> dict:
         model = MusicBertModel(config).eval()
         with torch.inference_mode():
             model(ids)
-            timings[f"{implementation}_s"] = best_of(lambda: model(ids), repeats)
+            timings[f"{implementation}_s"] = best_of(lambda model=model: model(ids), repeats)
     timings["eager_over_sdpa"] = timings["eager_s"] / timings["sdpa_s"]
     timings.update({"notes": notes, "batch": batch, "config": "musicbert_small sizes (4L/512/8h/2048)",
                     "threads": torch.get_num_threads()})

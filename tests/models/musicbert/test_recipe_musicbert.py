@@ -13,7 +13,13 @@ from zoo.demo import list_demos
 from zoo.finetune import RecipeOptions, get_recipe
 from zoo.models.musicbert import OctupleMidiTokenizer
 from zoo.recipes.musicbert import (
-    PadCollator, abc_to_midi, classification_metrics, dance_tunes, demo, plot_piano_roll, select_tunes,
+    PadCollator,
+    abc_to_midi,
+    classification_metrics,
+    dance_tunes,
+    demo,
+    plot_piano_roll,
+    select_tunes,
 )
 
 from .fixture_cases import ROOT
