@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 from transformers import BatchEncoding, PreTrainedTokenizer
 
 from .octuple import (
@@ -32,6 +33,8 @@ VOCAB_FILES_NAMES = {"vocab_file": "dict.txt"}
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq Dictionary ids 0..3
 OCTUPLE = 8
 OVERFLOW_MODES = ("truncate", "window", "error")
+_FIELD_SIZES = np.asarray(FIELD_SIZES, dtype=np.int64)
+_FIELD_OFFSETS = len(SPECIAL_TOKENS) + np.concatenate([[0], np.cumsum(_FIELD_SIZES)[:-1]])
 
 
 def build_field_tokens() -> list[str]:
@@ -154,14 +157,18 @@ class OctupleMidiTokenizer(PreTrainedTokenizer):
 
     def octuples_to_ids(self, octuples: Iterable[Sequence[int]], add_special_tokens: bool = True) -> list[int]:
         """Ids of a note sequence; with special tokens, exactly fairseq's `encode_line(append_eos=True)`."""
-        ids = []
-        for octuple in octuples:
-            if len(octuple) != OCTUPLE:
-                raise ValueError(f"an octuple has 8 fields, got {tuple(octuple)}")
-            for field, value in enumerate(octuple):
-                if not 0 <= int(value) < FIELD_SIZES[field]:
-                    raise ValueError(f"octuple {tuple(octuple)}: field {field} value {value} outside 0..{FIELD_SIZES[field] - 1}")
-                ids.append(self._ids[f"<{field}-{int(value)}>"])
+        values = np.asarray(list(octuples), dtype=np.int64)
+        if values.size == 0:
+            values = values.reshape(0, OCTUPLE)
+        if values.ndim != 2 or values.shape[1] != OCTUPLE:
+            raise ValueError(f"octuples must be a sequence of 8-field tuples, got an array of shape {values.shape}")
+        bad = (values < 0) | (values >= _FIELD_SIZES)
+        if bad.any():
+            row, field = map(int, np.argwhere(bad)[0])
+            raise ValueError(f"octuple {tuple(values[row].tolist())}: field {field} value {values[row, field]} "
+                             f"outside 0..{FIELD_SIZES[field] - 1}")
+        # Field tokens are laid out field after field from id 4, so an id is an offset plus the value.
+        ids = (values + _FIELD_OFFSETS).reshape(-1).tolist()
         return self.build_inputs_with_special_tokens(ids) if add_special_tokens else ids
 
     def ids_to_octuples(self, ids: Sequence[int] | Any) -> list[tuple[int, ...]]:
