@@ -28,6 +28,7 @@ from zoo.models.musicbert.tokenization_musicbert import build_field_tokens, buil
 from .fixture_cases import cases
 
 ENCODING_CASES = cases("OctupleMIDI encoding")
+ROOT_MIDI = ENCODING_CASES[0].values[0] / "midi"
 
 
 def file_params(decodable_only: bool = False):
@@ -146,3 +147,27 @@ def test_ids_round_trip(tokenizer):
     assert tokenizer.ids_to_octuples(ids + [1] * 8) == octuples
     with pytest.raises(ValueError, match="field 3"):
         tokenizer.octuples_to_ids([(0, 0, 0, 300, 8, 20, 9, 31)])
+
+
+def test_tokenizer_loads_with_remote_code_without_zoo(tokenizer, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    tokenizer.save_pretrained(tmp_path)
+    MusicBertConfig().save_pretrained(tmp_path)
+    midi = ROOT_MIDI / "edge_parser_divergence.mid"
+    expected = json.loads((ROOT_MIDI.parent / "expected" / "edge_parser_divergence.json").read_text())["input_ids"]
+    script = (
+        "import sys; sys.modules['zoo'] = None\n"
+        "from transformers import AutoTokenizer\n"
+        f"t = AutoTokenizer.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)\n"
+        "assert type(t).__module__.startswith('transformers_modules'), type(t).__module__\n"
+        f"print(t.encode_midi({str(midi)!r})['input_ids'][0])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "HF_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
