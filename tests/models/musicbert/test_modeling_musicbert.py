@@ -176,3 +176,22 @@ def test_pair_head_uses_both_pieces():
     with torch.no_grad():
         logits = model(ids).logits
     assert logits.shape == (2, 2) and not torch.allclose(logits[0], logits[1])
+
+
+@pytest.mark.parametrize("folder,meta", [c.values for c in MODEL_CASES], ids=[c.id for c in MODEL_CASES])
+def test_converter_cli_and_pair_head(folder, meta, tmp_path):
+    from conversion.convert_musicbert import main
+
+    finetuned = next(p for p in _checkpoints(folder) if "classification_heads" in str(
+        meta["checkpoints"][p.name]["model_state_dict"]))
+    assert main([str(finetuned), str(tmp_path / "pair"), "--pair", "--head-name", meta["finetune"][
+        "classification_head_name"]]) == 0
+    model = MusicBertForPairClassification.from_pretrained(tmp_path / "pair").eval()
+    expected = load_file(str(folder / "expected_outputs.safetensors"))
+    with torch.no_grad():
+        logits = model(expected["input_ids"]).logits
+    # the pair head is the same fairseq classification head, so it reproduces the head's logits
+    torch.testing.assert_close(logits, expected["classification_logits"], atol=meta["tolerance"]["atol"],
+                               rtol=meta["tolerance"]["rtol"])
+    with pytest.raises(ValueError, match="no classification head 'other'"):
+        main([str(finetuned), str(tmp_path / "x"), "--head-name", "other"])
