@@ -204,7 +204,10 @@ def convert(
         "source_file": original.name, "source_sha256": sha256_file(original), "format": "fairseq",
         "fairseq_task": task, "fairseq_arch": args.get("_name") or args.get("arch"), "variant": variant,
         "architecture": model_class.__name__, "classification_head": head, "dropped_keys": dropped,
-        "command": " ".join(["python conversion/convert_musicbert.py", str(original), str(out_dir)]),
+        "command": " ".join(["python conversion/convert_musicbert.py", str(original), str(out_dir)] + [
+            f"--{flag} {value}" for flag, value in (("variant", variant), ("head-name", head_name),
+                                                   ("label-dict", label_dict), ("expected", expected)) if value
+        ] + (["--pair"] if pair else [])),
     }
     with staged_folder(out_dir, overwrite=overwrite) as stage:
         model.save_pretrained(stage)
