@@ -86,6 +86,9 @@ def test_encoding_matches_original(tokenizer, folder, name, pairing):
         batch = tokenizer.encode_midi(path, note_pairing=pairing)
     assert batch["input_ids"][0] == expected["input_ids"]
     assert " ".join(tokenizer.convert_ids_to_tokens(batch["input_ids"][0])[:-1]) == expected["encoding_to_str"]
+    # an original text line (already holding <s> / </s>) through the text path, plus fairseq's appended </s>
+    text_ids = tokenizer(expected["encoding_to_str"], add_special_tokens=False)["input_ids"]
+    assert text_ids + [tokenizer.eos_token_id] == expected["input_ids"]
 
 
 @pytest.mark.parametrize("folder,name,pairing", [p for p in file_params(True) if p.values[2] == "legacy"])

@@ -72,6 +72,9 @@ class OctupleMidiTokenizer(PreTrainedTokenizer):
         tokenizer = OctupleMidiTokenizer()
         ids = tokenizer.encode_midi("song.mid")["input_ids"]
         octuples = tokenizer.ids_to_octuples(ids)
+
+    An original OctupleMIDI text line (which already holds its `<s>` / `</s>` tokens) goes through the
+    text path with `tokenizer(line, add_special_tokens=False)`; fairseq appends one more `</s>`.
     """
 
     vocab_files_names = VOCAB_FILES_NAMES
