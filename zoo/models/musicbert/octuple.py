@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -359,6 +360,9 @@ def encode_octuples(parsed: ParsedMidi) -> list[tuple[int, ...]]:
         in_bar[position:stop] = np.arange(stop - position)
         position, bar = stop, bar + 1
     keep = starts < TRUNC_POS
+    if not keep.all():
+        warnings.warn(f"{parsed.source}: {int((~keep).sum())} notes start at or after grid position {TRUNC_POS} "
+                      "(about 30 minutes) and are dropped, as the original encoder does", stacklevel=2)
     starts, ends, notes = starts[keep], ends[keep], notes[keep]
     if notes.shape[0] == 0:
         return []
