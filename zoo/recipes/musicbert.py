@@ -267,10 +267,13 @@ def demo(workdir: Path, quick: bool) -> DemoResult:
         model_dir / "checkpoint_last_genre_topmagd_0_checkpoint_last_musicbert_base.pt", folder,
         label_dict=model_dir / "label_dict.txt", expected=model_dir / "expected_outputs.safetensors", overwrite=True,
     )
+    from zoo.models.musicbert import OctupleMidiTokenizer
+
     chorale = fixtures / "encoding_public" / "midi" / "m21_bach_bwv66_6.mid"
-    decoded = fixtures / "encoding_public" / "decoded" / "m21_bach_bwv66_6.decoded.mid"
+    tokenizer = OctupleMidiTokenizer()
+    decoded = tokenizer.decode_midi(tokenizer.encode_midi(chorale)["input_ids"][0])
     plot_piano_roll(chorale, Path(workdir) / "bwv66_6_piano_roll.png", "bwv66.6 (music21 export)", decoded,
-                    "OctupleMIDI decode (original decoder)")
+                    "after OctupleMIDI encode + decode")
 
     def predict(path_or_repo_id: str) -> str:
         import torch
