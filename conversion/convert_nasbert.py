@@ -6,7 +6,7 @@ state of fine-tuned ML.NET models (the `TSModel` stream: `PredictionHead.*` or `
 additionally checks it against a registry entry. Every key is mapped by an explicit table.
 
     python conversion/convert_nasbert.py NasBert2000000.tsm out/nasbert5 --variant nasbert5_mlnet \
-        --vocab-dir path/to/vocab   # encoder.json, vocab.bpe, dict.txt (ML.NET's Resources/)
+        --vocab-dir path/to/vocab   # optional: encoder.json, vocab.bpe, dict.txt (default: bundled)
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from zoo.models.nasbert import (
     NasBertTokenizer,
     build_op_table,
 )
+from zoo.models.nasbert.resources import VOCAB_DIR
 
 __all__ = ["ConversionError", "convert", "infer_config", "key_table", "main"]
 
@@ -39,6 +40,7 @@ HEADS = {  # ML.NET head prefix -> zoo head class
     "NerHead.Classifier.dense": NasBertForTokenClassification,
 }
 ENCODER_PREFIX = "Encoder."
+BUNDLED_VOCAB_SIZE = 50265  # RoBERTa dictionary: 4 specials + 50260 dict.txt lines + <mask>
 
 # TorchSharp key (relative to the encoder) -> zoo key (relative to NasBertModel).
 _EMBEDDING_KEYS = {
@@ -258,6 +260,8 @@ def convert(
     model.load_state_dict(mapped, strict=True)
 
     tokenizer = None
+    if vocab_dir is None and config.vocab_size == BUNDLED_VOCAB_SIZE:
+        vocab_dir = VOCAB_DIR
     if vocab_dir is not None:
         vocab_dir = Path(vocab_dir)
         tokenizer = NasBertTokenizer.from_files(vocab_dir / "encoder.json", vocab_dir / "vocab.bpe",
@@ -279,7 +283,8 @@ def convert(
             "ops": [op.name for op in config.layer_ops()], "tensors": len(state),
             "parameters": sum(p.numel() for p in model.parameters()),
             "tokenizer": (f"GPT-2 BPE + fairseq dict, framing={framing}" if tokenizer is not None
-                          else "not written (no --vocab-dir)"),
+                          else f"not written: the checkpoint embeds {config.vocab_size} ids, not the "
+                          f"{BUNDLED_VOCAB_SIZE} of the bundled vocabulary; pass --vocab-dir"),
             "command": command or f"python conversion/convert_nasbert.py {shlex.quote(source)} {out_dir}",
             "forward_check": check,
         })
@@ -292,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="TorchSharp .tsm encoder or ML.NET TSModel stream")
     parser.add_argument("out_dir")
     parser.add_argument("--variant", help="registry variant to check the checkpoint against")
-    parser.add_argument("--vocab-dir", help="folder with encoder.json, vocab.bpe, dict.txt (writes the tokenizer)")
+    parser.add_argument("--vocab-dir", help="folder with encoder.json, vocab.bpe, dict.txt (default: the bundled "
+                        "ML.NET vocabulary when the checkpoint has 50265 ids)")
     parser.add_argument("--framing", choices=("fairseq", "mlnet"), default="mlnet",
                         help="tokenizer framing (ML.NET's models were fine-tuned with 'mlnet')")
     parser.add_argument("--overwrite", action="store_true")
