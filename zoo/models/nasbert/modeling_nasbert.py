@@ -229,7 +229,13 @@ class NasBertForSequenceClassification(NasBertPreTrainedModel):
         **kwargs,
     ) -> SequenceClassifierOutput:
         hidden = self.nasbert(input_ids, attention_mask=attention_mask).last_hidden_state
-        logits = self.classifier(hidden[:, 0])
+        pooled = hidden[:, 0]
+        if self.config.num_labels == 1:
+            # A one-row matmul goes through BLAS gemv, whose rounding depends on the weight's memory alignment
+            # (weights loaded from safetensors are not 64-byte aligned); this sum does not.
+            logits = (pooled * self.classifier.weight[0]).sum(-1, keepdim=True) + self.classifier.bias
+        else:
+            logits = self.classifier(pooled)
         loss = _classification_loss(self.config, logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=None)
 
