@@ -126,9 +126,10 @@ register_recipe(Recipe(
 
 def _convert_fixture(workdir: Path) -> dict[str, Any]:
     """Convert the bundled tiny ML.NET model stream (.tsm) and check every tensor arrived bit-exact."""
+    from transformers import AutoModelForSequenceClassification
+
     from conversion.convert_nasbert import convert, key_table
     from conversion.torchsharp import read_tsm
-    from transformers import AutoModelForSequenceClassification
 
     source = (Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "nasbert"
               / "tsm_fullmodel_textclassification_tiny" / "tsmodel.bin")

@@ -179,3 +179,29 @@ def test_tokenizer_bad_options(tmp_path):
     (tmp_path / "dict.txt").write_text("13 850314647\nbroken-line\n")
     with pytest.raises(ValueError, match="dict.txt:2: expected '<symbol> <count>'"):
         NasBertTokenizer.from_files(files[0], files[1], tmp_path / "dict.txt")
+
+
+def test_tokenizer_remote_code_without_zoo(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from zoo.models.nasbert.resources import mlnet_tokenizer
+
+    local = mlnet_tokenizer(framing="mlnet")
+    local.save_pretrained(tmp_path / "tok")
+    expected = local('She said "it\'s fine" and left.', "x")["input_ids"]
+    assert expected[:11] == [0, 2515, 26, 22, 405, 18, 2051, 113, 8, 314, 4]  # fixture case "quotes"
+    script = (
+        "import sys; sys.modules['zoo'] = None; sys.modules['conversion'] = None\n"
+        "from transformers import AutoTokenizer\n"
+        f"tok = AutoTokenizer.from_pretrained({str(tmp_path / 'tok')!r}, trust_remote_code=True)\n"
+        "assert type(tok).__module__.startswith('transformers_modules'), type(tok).__module__\n"
+        "print(tok('She said \"it\\'s fine\" and left.', 'x')['input_ids'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "HF_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str(expected)
