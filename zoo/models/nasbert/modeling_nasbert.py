@@ -83,7 +83,9 @@ class NasBertSeparableConv(nn.Module):
         self.pointwise = nn.Conv1d(width, width, 1)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(hidden.transpose(1, 2))).transpose(1, 2)
+        mixed = self.depthwise(hidden.transpose(1, 2)).transpose(1, 2)
+        # the kernel-1 pointwise conv is a Linear over channels; PyTorch's CPU conv has no fast path for it
+        return F.linear(mixed, self.pointwise.weight.squeeze(-1), self.pointwise.bias)
 
 
 class NasBertSepConvOp(nn.Module):
