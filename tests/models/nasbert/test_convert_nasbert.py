@@ -205,3 +205,25 @@ def test_tokenizer_remote_code_without_zoo(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == str(expected)
+
+
+def test_full_vocabulary_encoder_converts_with_tokenizer_and_fine_tunes(tmp_path):
+    """A 50265-id encoder gets the bundled tokenizer, and its folder starts a classification head."""
+    from conversion.convert_nasbert import key_table
+    from zoo.models.nasbert import NasBertModel
+
+    config = NasBertConfig(embedding_size=8, max_position_embeddings=32, arches=[3] + [0] * 23)
+    torch.manual_seed(0)
+    encoder = NasBertModel(config)
+    zoo_state = encoder.state_dict()
+    write_tsm(tmp_path / "enc.tsm", {k: zoo_state[v] for k, v in key_table(config).items()})
+    folder = convert(tmp_path / "enc.tsm", tmp_path / "out")
+    assert {"encoder.json", "vocab.bpe", "dict.txt", "tokenizer_config.json"} <= {p.name for p in folder.iterdir()}
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer("Hello world!")["input_ids"] == [0, 31414, 232, 328]  # ML.NET framing by default
+    head = zoo.create_model("nasbert5_mlnet_text_classification", pretrained=folder, num_labels=4)
+    assert torch.equal(head.nasbert.embeddings.embed_tokens.weight, zoo_state["embeddings.embed_tokens.weight"])
+    logits = head(**tokenizer(["Hello world!"], return_tensors="pt")).logits
+    assert logits.shape == (1, 4)
