@@ -1,0 +1,30 @@
+"""DEQ family: the equilibrium core, MDEQ image classification and the DEQ-Transformer language model."""
+
+from .configuration_mdeq import MdeqConfig
+from .equilibrium_deq import (
+    SOLVERS,
+    EquilibriumResult,
+    SolverSettings,
+    SolverStats,
+    anderson,
+    broyden,
+    fixed_point_iteration,
+    hutchinson_jacobian_loss,
+    phantom_gradient,
+    solve_equilibrium,
+)
+from .modeling_mdeq import (
+    DeqConvergenceWarning,
+    MdeqForImageClassification,
+    MdeqImageClassifierOutput,
+    MdeqModel,
+    MdeqModelOutput,
+    MdeqPreTrainedModel,
+)
+
+__all__ = [
+    "SOLVERS", "DeqConvergenceWarning", "EquilibriumResult", "MdeqConfig", "MdeqForImageClassification",
+    "MdeqImageClassifierOutput", "MdeqModel", "MdeqModelOutput", "MdeqPreTrainedModel", "SolverSettings",
+    "SolverStats", "anderson", "broyden", "fixed_point_iteration", "hutchinson_jacobian_loss", "phantom_gradient",
+    "solve_equilibrium",
+]
