@@ -169,6 +169,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED[(module, name)]
         if module.split(".")[0] in CONFIG_NAMESPACES:
             return self._placeholders.get(module, name)
+        module = "builtins" if module == "__builtin__" else module  # name it as Python 3 does
         raise UnsafeCheckpointError(
             f"the checkpoint names the global '{module}.{name}', which the safe reader does not allow "
             "(only tensors, plain containers and configuration objects are read)"

@@ -76,12 +76,14 @@ def render_card(
     repo_id: str | None = None,
     base_model: str | None = None,
     extra: dict[str, Any] | None = None,
+    template: str | os.PathLike | None = None,
 ) -> ModelCard:
     """Render the family's card template for a zoo folder (config.json present, weights written).
 
     The template (cards/<family>.md, Jinja2) receives: repo_id, variant, entry (the registry entry as a
     dict, or None), family, config (config.json), architecture, conversion (conversion.json),
-    metrics (metrics.json), files (name/size/sha256 rows) and everything in `extra`.
+    metrics (metrics.json), files (name/size/sha256 rows) and everything in `extra`. `template`
+    replaces the family's template file.
     """
     folder = Path(folder)
     config = _read_json(folder / "config.json")
@@ -106,7 +108,7 @@ def render_card(
     )
     return ModelCard.from_template(
         card_data,
-        template_path=str(card_template(family)),
+        template_path=str(template or card_template(family)),
         repo_id=repo_id,
         variant=variant,
         entry=entry.to_dict() if entry else None,

@@ -1,0 +1,144 @@
+"""The `zoo` command: list, info, finetune, convert, demo, hub."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    import zoo
+
+    names = zoo.list_models(args.pattern, pretrained=True if args.pretrained else None, family=args.family)
+    rows = [("name", "family", "task", "original checkpoint", "params")]
+    for name in names:
+        entry = zoo.model_info(name)
+        original = entry.original.filename if entry.original else "-"
+        params = f"{entry.params / 1e6:.1f}M" if entry.params else "-"
+        rows.append((name, entry.family, entry.task, original, params))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+    print(f"\n{len(names)} model(s)")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import zoo
+
+    print(json.dumps(zoo.model_info(args.name).to_dict(), indent=2, default=str))
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    import zoo  # noqa: F401  (registers families and their recipes)
+    from zoo.finetune import RecipeOptions, finetune
+
+    options = RecipeOptions(
+        max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples, seed=args.seed,
+        quick=args.quick,
+    )
+    metrics = finetune(
+        args.variant, args.dataset, args.out, pretrained=args.pretrained, revision=args.revision,
+        epochs=args.epochs, max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size,
+        seed=args.seed, options=options, overwrite=args.overwrite, eval_steps=args.eval_steps,
+    )
+    print(json.dumps(metrics["eval"], indent=2))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace, rest: list[str]) -> int:
+    module_name = f"conversion.convert_{args.family}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        available = sorted(p.stem.removeprefix("convert_") for p in Path(__file__).resolve().parent.parent.glob(
+            "conversion/convert_*.py"))
+        print(f"zoo convert: no converter for family '{args.family}' (available: {', '.join(available)})",
+              file=sys.stderr)
+        return 2
+    return int(module.main(rest) or 0)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import zoo  # noqa: F401
+    from zoo import demo
+
+    workdir = Path(args.workdir)
+    rows = demo.run_demos(workdir, families=args.family or None, quick=args.quick)
+    print(demo.format_rows(rows))
+    return 0 if all(row.ok for row in rows) else 1
+
+
+def _cmd_hub(rest: list[str]) -> int:
+    module = importlib.import_module("zoo.hub_cli")
+    return int(module.main(rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="the registry as a table")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'graphormer*'")
+    p.add_argument("--pretrained", action="store_true", help="only variants with published original weights")
+    p.add_argument("--family")
+
+    p = sub.add_parser("info", help="one registry entry as JSON")
+    p.add_argument("name")
+
+    p = sub.add_parser("finetune", help="fine-tune a variant on a registered recipe")
+    p.add_argument("variant")
+    p.add_argument("--dataset", required=True, help="recipe name (see zoo.finetune.list_recipes())")
+    p.add_argument("--out", required=True)
+    p.add_argument("--pretrained", help="local folder or Hub repo id to start from")
+    p.add_argument("--revision")
+    p.add_argument("--epochs", type=float)
+    p.add_argument("--max-steps", type=int, default=-1)
+    p.add_argument("--eval-steps", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--max-eval-samples", type=int)
+    p.add_argument("--quick", action="store_true", help="small data subset")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("convert", help="convert an original checkpoint: zoo convert FAMILY ORIGINAL OUT_DIR ...")
+    p.add_argument("family")
+
+    p = sub.add_parser("demo", help="run every family's demo end to end")
+    p.add_argument("--workdir", default="demo_output")
+    p.add_argument("--family", action="append", help="only this family (repeatable)")
+    p.add_argument("--quick", action="store_true")
+
+    sub.add_parser("hub", help="local Hub-compatible server: zoo hub serve [--root DIR] [--port N]")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and argv[0] in ("convert", "hub"):
+        args, rest = parser.parse_known_args(argv[:2] if argv[0] == "convert" else argv[:1])
+        rest = argv[2:] if argv[0] == "convert" else argv[1:]
+        return _cmd_convert(args, rest) if argv[0] == "convert" else _cmd_hub(rest)
+    args = parser.parse_args(argv)
+    handlers = {"list": _cmd_list, "info": _cmd_info, "finetune": _cmd_finetune, "demo": _cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except (LookupError, FileExistsError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"zoo {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

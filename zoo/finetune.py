@@ -1,0 +1,243 @@
+"""Trainer-based fine-tuning recipes shared by every family.
+
+A family registers recipes (a data set adapter, a collator and metrics); the runner does the rest:
+builds or loads the variant, trains with the transformers Trainer (tqdm progress, multi-process when
+started with `torchrun` / `accelerate launch`), evaluates, and writes a complete Hub folder: weights,
+config, processor files, metrics.json, a PNG of the training curves and the model card.
+
+    from zoo.finetune import finetune
+    metrics = finetune("graphormer_base_pcqm4mv2", "b3db_bbb", "runs/bbb", pretrained="converted/pcqm4mv2")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import EvalPrediction, Trainer, TrainingArguments
+
+from .fileio import atomic_write_json, staged_folder
+from .registry import create_model, model_info
+
+__all__ = ["Recipe", "RecipeData", "RecipeOptions", "finetune", "get_recipe", "list_recipes", "register_recipe"]
+
+
+@dataclass
+class RecipeOptions:
+    """What a recipe's loader may be asked for."""
+
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    seed: int = 0
+    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "zoo")))
+    quick: bool = False  # a small subset, for the demo and tests
+
+
+@dataclass
+class RecipeData:
+    """A recipe's prepared data: feature dicts, the collator that batches them, and how to score them."""
+
+    train: Sequence[dict[str, Any]]
+    eval: Sequence[dict[str, Any]]
+    collator: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. num_labels, problem_type
+    compute_metrics: Callable[[EvalPrediction], dict[str, float]] | None = None
+    metric_for_best_model: str | None = None  # e.g. "roc_auc"; reported first in the card
+    processor: Any = None  # tokenizer / featurizer saved next to the weights
+    # For the card's model-index: {"task_type", "dataset_type", "dataset_name", "dataset_split",
+    # "metrics": {metric key in eval results without "eval_": card metric type}}
+    results_spec: dict[str, Any] | None = None
+    datasets: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    family: str
+    variant: str  # the registry variant this recipe starts from by default
+    description: str
+    dataset: str  # the data set, its source and licence, for the card
+    load: Callable[[RecipeOptions], RecipeData]
+    learning_rate: float = 5e-5
+    epochs: float = 3.0
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+
+
+_RECIPES: dict[str, Recipe] = {}
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    if recipe.name in _RECIPES and _RECIPES[recipe.name] != recipe:
+        raise ValueError(f"recipe '{recipe.name}' is already registered")
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def list_recipes(family: str | None = None) -> list[str]:
+    return sorted(name for name, r in _RECIPES.items() if family is None or r.family == family)
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return _RECIPES[name]
+    except KeyError:
+        known = ", ".join(list_recipes()) or "none registered"
+        raise KeyError(f"no fine-tuning recipe named '{name}' (known: {known})") from None
+
+
+def _curves(log_history: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
+    curves: dict[str, list[list[float]]] = {}
+    for row in log_history:
+        step = row.get("step")
+        for key, value in row.items():
+            if key in ("loss", "eval_loss") or (key.startswith("eval_") and isinstance(value, (int, float))):
+                if key.endswith(("_runtime", "_samples_per_second", "_steps_per_second")) or key == "epoch":
+                    continue
+                curves.setdefault(key, []).append([step, float(value)])
+    return curves
+
+
+def plot_curves(curves: dict[str, list[list[float]]], path: Path, title: str) -> None:
+    """Training loss and every eval metric against the step, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [name for name in curves if curves[name]]
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4 * max(len(names), 1), 3.2), squeeze=False)
+    for axis, name in zip(axes[0], names):
+        steps, values = zip(*curves[name])
+        axis.plot(steps, values, marker="o" if len(steps) < 30 else None)
+        axis.set_title(name)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _card_results(data: RecipeData, eval_metrics: dict[str, float], recipe: Recipe) -> list[dict[str, Any]]:
+    spec = data.results_spec
+    if not spec:
+        return []
+    rows = []
+    for key, metric_type in spec["metrics"].items():
+        value = eval_metrics.get(f"eval_{key}")
+        if value is None or not math.isfinite(value):
+            continue
+        rows.append({
+            "task_type": spec["task_type"], "dataset_type": spec["dataset_type"],
+            "dataset_name": spec["dataset_name"], "dataset_split": spec.get("dataset_split", "validation"),
+            "metric_type": metric_type, "metric_value": round(float(value), 6),
+            "metric_name": key, "source_name": f"zoo finetune recipe {recipe.name}",
+        })
+    return rows
+
+
+def finetune(
+    variant: str,
+    recipe: str,
+    out_dir: str | os.PathLike,
+    *,
+    pretrained: str | os.PathLike | None = None,
+    revision: str | None = None,
+    epochs: float | None = None,
+    max_steps: int = -1,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    options: RecipeOptions | None = None,
+    overwrite: bool = False,
+    eval_steps: int | None = None,
+    card_template: str | os.PathLike | None = None,
+    model_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune a registered variant on a recipe and write a publishable folder to `out_dir`.
+
+    Returns the metrics written to `out_dir/metrics.json`. Started under `torchrun` or
+    `accelerate launch`, the Trainer trains data-parallel and only the main process writes.
+    """
+    from .hub import METRICS_FILE, write_card
+
+    entry = model_info(variant)
+    spec = get_recipe(recipe)
+    options = options or RecipeOptions(seed=seed)
+    data = spec.load(options)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+    overrides = {**data.model_overrides, **(model_overrides or {})}
+    if pretrained is not None:
+        model = create_model(variant, pretrained=pretrained, revision=revision, ignore_mismatched_sizes=True, **overrides)
+    else:
+        torch.manual_seed(seed)
+        model = create_model(variant, **overrides)
+
+    scratch = Path(tempfile.mkdtemp(prefix=".zoo-finetune-"))
+    args = TrainingArguments(
+        output_dir=str(scratch),
+        num_train_epochs=epochs if epochs is not None else spec.epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate if learning_rate is not None else spec.learning_rate,
+        per_device_train_batch_size=batch_size or spec.batch_size,
+        per_device_eval_batch_size=batch_size or spec.batch_size,
+        weight_decay=spec.weight_decay,
+        warmup_ratio=spec.warmup_ratio,
+        eval_strategy="steps" if eval_steps else "epoch",
+        eval_steps=eval_steps,
+        logging_steps=max(1, min(50, eval_steps or 50)),
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+        data_collator=data.collator, compute_metrics=data.compute_metrics,
+    )
+    train_result = trainer.train()
+    eval_metrics = trainer.evaluate()
+    metrics = {
+        "variant": variant, "recipe": recipe, "dataset": spec.dataset, "base_model": _base_model(pretrained),
+        "train": dict(train_result.metrics), "eval": eval_metrics, "curves": _curves(trainer.state.log_history),
+        "metric_for_best_model": data.metric_for_best_model, "datasets": data.datasets or None,
+        "results": _card_results(data, eval_metrics, spec), "tags": ["fine-tuned", entry.family, entry.task],
+        "train_samples": len(data.train), "eval_samples": len(data.eval),
+        "world_size": trainer.args.world_size,
+    }
+    if trainer.is_world_process_zero():
+        with staged_folder(out_dir, overwrite=overwrite) as stage:
+            trainer.model.save_pretrained(stage)
+            if data.processor is not None:
+                data.processor.save_pretrained(stage)
+            atomic_write_json(stage / METRICS_FILE, metrics)
+            plot_curves(metrics["curves"], stage / "training_curves.png", f"{variant} on {recipe}")
+            write_card(stage, variant=variant, repo_id=out_dir.name, template=card_template)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return metrics
+
+
+def _base_model(pretrained: str | os.PathLike | None) -> str | None:
+    if pretrained is None:
+        return None
+    path = Path(pretrained)
+    if path.is_dir():
+        config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        return config.get("_name_or_path") or None
+    return str(pretrained)
