@@ -299,6 +299,8 @@ class EquilibriumResult:
     stats: SolverStats | None
     jac_loss: torch.Tensor | None = None
     backward_stats: list[SolverStats] = field(default_factory=list)
+    adjoint: torch.Tensor | None = None  # y solving y = y J_f(z*) + dL/dz*, after an "ift" backward
+    incoming_grad: torch.Tensor | None = None  # dL/dz* that the adjoint solve received
 
 
 class _ImplicitBackward(torch.autograd.Function):
@@ -400,6 +402,7 @@ def solve_equilibrium(
                                   tol=settings.b_tol, stop_mode=settings.stop_mode,
                                   **settings.solver_kwargs(settings.b_solver))
         result.backward_stats.append(b_stats)
+        result.adjoint, result.incoming_grad = y.detach(), grad.detach()
         return y
 
     result.z = _ImplicitBackward.apply(new_z, solve_adjoint)

@@ -323,6 +323,25 @@ class MdeqModel(MdeqPreTrainedModel):
                 else:
                     block.mask = None
 
+    def equilibrium_function(self, pixel_values: torch.Tensor):
+        """(f, z_init, to_list): the map z -> f(z) on flattened states (batch, D) for these images (branch 0
+        first, each branch flattened), the zero initial state and the function splitting z into branches."""
+        config = self.config
+        x0 = self.injection(pixel_values)
+        bsz, _, height, width = x0.shape
+        shapes = [torch.Size((bsz, c, height // 2**i, width // 2**i)) for i, c in enumerate(config.num_channels)]
+        injections: list[torch.Tensor | float] = [x0] + [0.0] * (config.num_branches - 1)
+        sizes = [s[1] * s[2] * s[3] for s in shapes]
+        self._set_dropout_masks(shapes, x0)
+
+        def to_list(z: torch.Tensor) -> list[torch.Tensor]:
+            return [part.reshape(shape) for part, shape in zip(torch.split(z, sizes, dim=1), shapes)]
+
+        def f(z: torch.Tensor) -> torch.Tensor:
+            return torch.cat([y.reshape(bsz, -1) for y in self.fullstage(to_list(z), injections)], dim=1)
+
+        return f, x0.new_zeros(bsz, sum(sizes)), to_list
+
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -341,20 +360,7 @@ class MdeqModel(MdeqPreTrainedModel):
         """
         self._check_pixel_values(pixel_values)
         config = self.config
-        x0 = self.injection(pixel_values)
-        bsz, _, height, width = x0.shape
-        shapes = [torch.Size((bsz, c, height // 2**i, width // 2**i)) for i, c in enumerate(config.num_channels)]
-        injections: list[torch.Tensor | float] = [x0] + [0.0] * (config.num_branches - 1)
-        sizes = [s[1] * s[2] * s[3] for s in shapes]
-        self._set_dropout_masks(shapes, x0)
-
-        def to_list(z: torch.Tensor) -> list[torch.Tensor]:
-            return [part.reshape(shape) for part, shape in zip(torch.split(z, sizes, dim=1), shapes)]
-
-        def f(z: torch.Tensor) -> torch.Tensor:
-            return torch.cat([y.reshape(bsz, -1) for y in self.fullstage(to_list(z), injections)], dim=1)
-
-        z_init = x0.new_zeros(bsz, sum(sizes))
+        f, z_init, to_list = self.equilibrium_function(pixel_values)
         if compute_jac_loss is None:
             compute_jac_loss = self.training and config.jac_loss_weight > 0 and should_apply_jacobian_loss(
                 config.jac_loss_freq)
