@@ -68,7 +68,8 @@ class MdeqConfig(PretrainedConfig):
             "AutoModel": "modeling_mdeq.MdeqModel",
             "AutoModelForImageClassification": "modeling_mdeq.MdeqForImageClassification",
         })
-        kwargs.setdefault("num_labels", 10)
+        if "id2label" not in kwargs:
+            kwargs.setdefault("num_labels", 10)
         super().__init__(**kwargs)
         self.num_input_channels = num_input_channels
         self.num_channels = list(num_channels or [24, 24])
