@@ -1,4 +1,4 @@
-"""MDEQ (multiscale deep equilibrium) variants: the configurations of the original yaml files."""
+"""DEQ family: MDEQ variants (the original yaml files) and the DEQ-Transformer (WikiText-103)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from typing import Any
 import torch
 
 from zoo.auto import register_family
-from zoo.models.deq import MdeqConfig, MdeqForImageClassification, MdeqModel
+from zoo.models.deq import (
+    DeqTransformerConfig,
+    DeqTransformerForCausalLM,
+    DeqTransformerModel,
+    MdeqConfig,
+    MdeqForImageClassification,
+    MdeqModel,
+)
 from zoo.registry import ModelEntry, OriginalCheckpoint, register_model
 
 MDEQ_PAPER = "Multiscale Deep Equilibrium Models (Bai, Koltun & Kolter, NeurIPS 2020)"
@@ -58,7 +65,7 @@ _VARIANTS = [
              filename="MDEQ_Small_Cls.pkl", url="https://drive.google.com/file/d/12ANsUdJJ3_qb5nfiBVPOoON2GQ2v4W1g",
              format="mdeq-v1-state-dict", size_bytes=None, sha256=None, dtype="float32",
              notes="v1 (locuslab/mdeq) layout with fullstage_copy.* / deq.func.* duplicates; the converter drops "
-                   "them after checking they equal the real weights. File name as published unknown."),
+                   "them after checking they equal the real weights. The published file name is not known; zoo calls it by this name."),
          metrics={"imagenet_top1_accuracy_min": 75.0}),
     dict(name="mdeq_large_imagenet", yaml="imagenet/cls_mdeq_LARGE.yaml", params=67063624,
          config={**_IMAGENET, "num_channels": [80, 160, 320, 640], "head_channels": [32, 64, 128, 256],
@@ -83,3 +90,40 @@ for _v in _VARIANTS:
         paper=MDEQ_PAPER, paper_url=MDEQ_PAPER_URL, license="mit", metrics=_v["metrics"], params=_v["params"],
         recipe="mdeq_digits", test_config=_v["test"],
     ))
+
+
+def deq_transformer_dummy_inputs(config: DeqTransformerConfig, model_class: type) -> dict[str, Any]:
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.vocab_size, (2, min(config.tgt_len, 8) + 1), generator=generator)
+    inputs: dict[str, Any] = {"input_ids": ids[:, :-1]}
+    if model_class is DeqTransformerForCausalLM:
+        inputs["labels"] = ids[:, 1:]
+    return inputs
+
+
+register_family(
+    "deq_transformer", DeqTransformerConfig, DeqTransformerModel, {"AutoModelForCausalLM": DeqTransformerForCausalLM},
+    dummy_inputs=deq_transformer_dummy_inputs,
+)
+
+register_model(ModelEntry(
+    name="deq_transformer_wt103", family="deq_transformer", task="text-generation",
+    architecture="DeqTransformerForCausalLM",
+    config=dict(vocab_size=267735, d_model=700, n_head=10, d_head=70, d_inner=48000, d_embed=700, div_val=4,
+                cutoffs=[20000, 40000, 200000], tie_projs=[False, True, True, True], dropout=0.05, dropatt=0.0,
+                pre_lnorm=False, wnorm=True, local_size=0, tgt_len=150, mem_len=150, n_layer=2, eval_n_layer=24,
+                f_solver="anderson", b_solver="broyden", stop_mode="rel", f_max_iter=30, b_max_iter=40),
+    description="DEQ-Transformer (post-LN, weight-normalised) from locuslab/deq DEQ-Sequence/wt103_deq_transformer.sh; "
+                "97,851,488 parameters in the original count (which counts the three storage-shared softmax "
+                "projections separately; zoo ties them: 97,691,888)",
+    original=OriginalCheckpoint(
+        filename="deq_transformer_wt103.pkl", url="https://drive.google.com/file/d/1lZx_sHt0-1gJVgXx90LDRizq3k-ZI0SW",
+        format="deq-transformer-state-dict", size_bytes=None, sha256=None, dtype="float32",
+        notes="torch.save(DEQTransformerLM.state_dict()); tied tensors appear under both names. The published file "
+              "name is not known; zoo calls it by this name."),
+    converter="conversion/convert_deq.py", card="cards/deq_transformer.md",
+    paper="Deep Equilibrium Models (Bai, Kolter & Koltun, NeurIPS 2019)", paper_url="https://arxiv.org/abs/1909.01377",
+    license="mit", metrics={"wikitext103_test_perplexity": 23.1}, params=97851488,
+    test_config=dict(vocab_size=60, d_model=16, n_head=2, d_head=8, d_inner=32, d_embed=16, cutoffs=[20, 40],
+                     tie_projs=[False, True, True], tgt_len=6, mem_len=6, f_max_iter=4, b_max_iter=4),
+))

@@ -1,5 +1,6 @@
 """DEQ family: the equilibrium core, MDEQ image classification and the DEQ-Transformer language model."""
 
+from .configuration_deq_transformer import DeqTransformerConfig
 from .configuration_mdeq import MdeqConfig
 from .equilibrium_deq import (
     SOLVERS,
@@ -13,6 +14,13 @@ from .equilibrium_deq import (
     phantom_gradient,
     solve_equilibrium,
 )
+from .modeling_deq_transformer import (
+    DeqTransformerForCausalLM,
+    DeqTransformerLMOutput,
+    DeqTransformerModel,
+    DeqTransformerModelOutput,
+    DeqTransformerPreTrainedModel,
+)
 from .modeling_mdeq import (
     DeqConvergenceWarning,
     MdeqForImageClassification,
@@ -23,6 +31,8 @@ from .modeling_mdeq import (
 )
 
 __all__ = [
+    "DeqTransformerConfig", "DeqTransformerForCausalLM", "DeqTransformerLMOutput", "DeqTransformerModel",
+    "DeqTransformerModelOutput", "DeqTransformerPreTrainedModel",
     "SOLVERS", "DeqConvergenceWarning", "EquilibriumResult", "MdeqConfig", "MdeqForImageClassification",
     "MdeqImageClassifierOutput", "MdeqModel", "MdeqModelOutput", "MdeqPreTrainedModel", "SolverSettings",
     "SolverStats", "anderson", "broyden", "fixed_point_iteration", "hutchinson_jacobian_loss", "phantom_gradient",
