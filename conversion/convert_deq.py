@@ -228,7 +228,7 @@ def convert(
             "command": command or f"python conversion/convert_deq.py {shlex.quote(str(original))} {shlex.quote(str(out_dir))}",
             "forward_check": {"inputs": "2 x N(0,1) images of config.image_size" if family == "mdeq"
                               else "2 x 16 random token ids", "reload_max_abs_diff": diff,
-                              "solver_converged": bool(check.converged),
+                              "solver_converged": bool(check.converged.all()),
                               "max_rel_residual": float(check.rel_residual.max()),
                               "logits_shape": list(got.shape)},
         })

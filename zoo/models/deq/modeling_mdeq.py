@@ -46,8 +46,9 @@ class MdeqModelOutput(ModelOutput):
 
     `last_hidden_state` is the highest-resolution equilibrium, `equilibrium_states` all of them
     (highest resolution first); `abs_residual`/`rel_residual` are per-sample ||f(z)-z|| (relative to
-    ||f(z)||) at the returned state, `solver_steps` the number of f evaluations, `converged` whether
-    every sample reached the tolerance; `jac_loss` the Hutchinson Jacobian estimate when computed.
+    ||f(z)||) at the returned state, `solver_steps` the number of f evaluations (per sample: the batch is
+    solved together), `converged` whether each sample reached the tolerance; `jac_loss` the Hutchinson
+    Jacobian estimate when computed.
     """
 
     last_hidden_state: torch.Tensor | None = None
@@ -374,7 +375,8 @@ class MdeqModel(MdeqPreTrainedModel):
             output = MdeqModelOutput(
                 abs_residual=new_z.detach().norm(dim=1),
                 rel_residual=new_z.detach().norm(dim=1) / ((new_z + z).detach().norm(dim=1) + 1e-9),
-                solver_steps=torch.tensor(unrolled_steps), converged=torch.tensor(False),
+                solver_steps=torch.full((z.shape[0],), unrolled_steps),
+                converged=torch.zeros(z.shape[0], dtype=torch.bool),
             )
             jac = None
         else:
@@ -387,7 +389,7 @@ class MdeqModel(MdeqPreTrainedModel):
                 warnings.warn(f"MDEQ forward solve: {stats.describe()}", DeqConvergenceWarning, stacklevel=2)
             output = MdeqModelOutput(
                 abs_residual=stats.abs_residual, rel_residual=stats.rel_residual,
-                solver_steps=torch.tensor(stats.nstep), converged=torch.tensor(stats.converged),
+                solver_steps=torch.full((z.shape[0],), stats.nstep), converged=stats.residual < stats.tol,
             )
         states = tuple(to_list(z))
         output.last_hidden_state = states[0]
