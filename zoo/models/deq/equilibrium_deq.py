@@ -61,6 +61,17 @@ class SolverStats:
         """Per-sample residual in the stopping mode."""
         return self.rel_residual if self.stop_mode == "rel" else self.abs_residual
 
+    def warning_text(self, what: str) -> str:
+        """A message that is the same for every solve with these settings (so Python shows it once per call
+        site); the per-sample figures are in the model output (`rel_residual`, `converged`)."""
+        text = (f"{what}: {self.solver} did NOT converge to {self.stop_mode} tolerance {self.tol:g} within its "
+                f"iteration limit for some samples; see `rel_residual` / `converged` in the output")
+        if self.diverged:
+            text += " (the solve diverged and was stopped at its best iterate)"
+        if self.fallback and "singular" in self.fallback:
+            text += " (Anderson's system was singular: plain fixed-point steps were taken)"
+        return text
+
     def describe(self) -> str:
         worst = float(self.residual.max()) if self.residual.numel() else 0.0
         text = (f"{self.solver} {'converged' if self.converged else 'did NOT converge'} after {self.nstep} "

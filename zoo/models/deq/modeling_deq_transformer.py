@@ -465,7 +465,7 @@ class DeqTransformerModel(DeqTransformerPreTrainedModel):
             z, stats, jac = result.z, result.stats, result.jac_loss
             self.last_solve = result
             if not stats.converged:
-                warnings.warn(f"DEQ-Transformer forward solve: {stats.describe()}", DeqConvergenceWarning, stacklevel=2)
+                warnings.warn(stats.warning_text("DEQ-Transformer forward solve"), DeqConvergenceWarning, stacklevel=2)
             out = DeqTransformerModelOutput(
                 abs_residual=stats.abs_residual, rel_residual=stats.rel_residual,
                 solver_steps=torch.full((z.shape[0],), stats.nstep), converged=stats.residual < stats.tol)

@@ -386,7 +386,7 @@ class MdeqModel(MdeqPreTrainedModel):
             z, stats, jac = result.z, result.stats, result.jac_loss
             self.last_solve = result
             if not stats.converged:
-                warnings.warn(f"MDEQ forward solve: {stats.describe()}", DeqConvergenceWarning, stacklevel=2)
+                warnings.warn(stats.warning_text("MDEQ forward solve"), DeqConvergenceWarning, stacklevel=2)
             output = MdeqModelOutput(
                 abs_residual=stats.abs_residual, rel_residual=stats.rel_residual,
                 solver_steps=torch.full((z.shape[0],), stats.nstep), converged=stats.residual < stats.tol,
