@@ -142,8 +142,17 @@ def test_ift_gradients(folder, converted):
     model = load_model(out).train()
     ids, targets = segment(load_file(folder / "inputs.safetensors"), "seg1")
     expected = load_file(folder / "expected_grad_ift.safetensors")
+    injection = []
+
+    def retain(module, args, out):
+        out.retain_grad()
+        injection.append(out)
+
+    handle = model.transformer.inject_conv.register_forward_hook(retain)
     output = model(input_ids=ids, labels=targets)
+    handle.remove()
     output.loss.backward()
+    close(injection[0].grad, expected["grad_injection_u1s"], grad_atol, grad_rtol, "grad_injection_u1s")
     close(output.loss.reshape(1), expected["loss"], 1e-6, 0, "loss")
     solve = model.transformer.last_solve
     assert solve.backward_stats[0].converged

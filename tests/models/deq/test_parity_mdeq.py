@@ -123,10 +123,19 @@ PHANTOM_CASES = [c for c in CASES if (c.values[0] / "expected_grad_phantom.safet
 JACOBIAN_CASES = [c for c in CASES if (c.values[0] / "expected_jacobian.safetensors").is_file()]
 
 
-def _loss_and_grads(model, inputs):
+def _loss_and_grads(model, inputs, keep=None):
+    """Backward of the labelled loss; `keep` (a list) receives the injected tensor with its gradient kept."""
     model.zero_grad()
     images = inputs["images"].double().clone().requires_grad_()
+    handle = None
+    if keep is not None:
+        def retain(module, args, output):
+            output.retain_grad()
+            keep.append(output)
+        handle = model.mdeq.downsample.register_forward_hook(retain)
     output = model(pixel_values=images, labels=inputs["labels"])
+    if handle is not None:
+        handle.remove()
     output.loss.backward()
     return output, images
 
@@ -140,7 +149,10 @@ def test_ift_gradients(folder, converted):
     train_mode_with_frozen_bn(model)
     inputs = load_file(folder / "inputs.safetensors")
     expected = load_file(folder / "expected_grad_ift.safetensors")
-    output, images = _loss_and_grads(model, inputs)
+    injection = []
+    output, images = _loss_and_grads(model, inputs, keep=injection)
+    assert model.mdeq.stage0 is None  # the stem output is the injection in these cases
+    close(injection[0].grad, expected["grad_injection_branch0"], tol["atol"], tol["rtol"], "grad_injection_branch0")
     close(output.loss.reshape(1), expected["loss"], 1e-12, 0.0, "loss")
     close(output.logits, expected["logits_trainmode"], tol["atol"], tol["rtol"], "logits_trainmode")
     close(images.grad, expected["grad_images"], tol["atol"], tol["rtol"], "grad_images")
@@ -199,3 +211,24 @@ def test_jacobian_probe(folder, converted):
         warnings.simplefilter("error")
         output = model.mdeq(images, compute_jac_loss=True, jac_probes=v[None])
     assert float(output.jac_loss) == pytest.approx(jac[key], rel=1e-6)
+
+
+@pytest.mark.parametrize("folder", GRAD_CASES)
+def test_shine_is_closer_to_ift_than_jacobian_free(folder, converted):
+    """SHINE (the forward Broyden inverse reused in the backward) against the exact IFT gradient of the
+    fixture: a better estimate than the Jacobian-free gradient (whose cosine the fixture records)."""
+    meta, out = converted(folder)
+    model = load_model(out, torch.float64, 1e-10, max_iter=100)
+    train_mode_with_frozen_bn(model)
+    inputs = load_file(folder / "inputs.safetensors")
+    expected = load_file(folder / "expected_grad_ift.safetensors")
+    reference = torch.cat([expected[f"grad.{grad_name(n)}"].reshape(-1) for n, _ in model.named_parameters()])
+    cosines = {}
+    for mode in ("shine", "phantom"):
+        model.config.backward, model.config.phantom_steps, model.config.phantom_tau = mode, 1, 1.0
+        _loss_and_grads(model, inputs)
+        grads = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        cosines[mode] = float(torch.nn.functional.cosine_similarity(grads, reference, dim=0))
+    jfb = next(c for c in meta["reference_numbers"]["phantom_gradient"]["cases"] if c["k"] == 1)
+    assert cosines["phantom"] == pytest.approx(jfb["cosine_vs_ift_all_params"], abs=1e-6)
+    assert cosines["shine"] > cosines["phantom"]

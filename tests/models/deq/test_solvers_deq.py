@@ -109,6 +109,22 @@ def test_phantom_gradient_k1_tau1_is_jacobian_free():
     torch.testing.assert_close(weight.grad, expected, atol=1e-10, rtol=0)
 
 
+def test_shine_is_exact_when_broyden_learns_the_jacobian():
+    # In one dimension Broyden's secant estimate of (f' - 1)^-1 is exact for a linear map after one step,
+    # so SHINE's adjoint (no backward solve) equals the implicit gradient; JFB does not.
+    grads = {}
+    for mode in ("ift", "shine", "phantom"):
+        weight = torch.nn.Parameter(torch.tensor([[0.7]], dtype=torch.float64))
+        b = torch.tensor([[1.0], [-2.0]], dtype=torch.float64)
+        settings = SolverSettings(f_solver="broyden", f_tol=1e-13, f_max_iter=50, b_tol=1e-13, b_max_iter=50,
+                                  backward=mode, phantom_steps=1, phantom_tau=1.0)
+        result = solve_equilibrium(lambda z, w=weight, b=b: z @ w.T + b, torch.zeros_like(b), settings, track_grad=True)
+        result.z.sum().backward()
+        grads[mode] = weight.grad
+    torch.testing.assert_close(grads["shine"], grads["ift"], atol=1e-12, rtol=0)
+    assert not torch.allclose(grads["phantom"], grads["ift"])
+
+
 def test_hutchinson_estimate_is_unbiased():
     a, _, _ = linear_problem(dim=4)
     z = torch.zeros(1, 4, dtype=torch.float64, requires_grad=True)
@@ -126,6 +142,8 @@ def test_jacobian_schedule():
 
 def test_bad_settings():
     with pytest.raises(ValueError, match="backward must be"):
-        SolverSettings(backward="shine")
+        SolverSettings(backward="neumann")
     with pytest.raises(ValueError, match="unknown solver"):
         SolverSettings(f_solver="lbfgs")
+    with pytest.raises(ValueError, match="set f_solver='broyden'"):
+        SolverSettings(f_solver="anderson", backward="shine")

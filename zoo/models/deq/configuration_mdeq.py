@@ -19,7 +19,7 @@ class MdeqConfig(PretrainedConfig):
     `final_chansize`, `num_labels`).
     Equilibrium: `f_solver`/`b_solver` ("anderson", "broyden", "fixed_point_iteration"),
     `f_max_iter`/`b_max_iter` (F_THRES/B_THRES), `f_tol`/`b_tol`, `stop_mode` ("rel"/"abs"), `backward`
-    ("ift", "phantom", "unrolled"), `phantom_steps`/`phantom_tau`, `num_layers` (steps of the unrolled
+    ("ift", "phantom", "shine" (needs f_solver="broyden"), "unrolled"), `phantom_steps`/`phantom_tau`, `num_layers` (steps of the unrolled
     mode), and the Jacobian regulariser (`jac_loss_weight`, `jac_loss_freq`, `jac_incremental`).
 
         config = MdeqConfig(num_channels=[8, 16], head_channels=[4, 8], final_chansize=32, num_labels=10)

@@ -55,6 +55,8 @@ class SolverStats:
     stop_mode: str = "rel"
     tol: float = 0.0
     trace: list[float] = field(default_factory=list)
+    # Broyden only: x -> x^T B with B its final low-rank estimate of (J_f - I)^-1 (reused by SHINE).
+    inverse_jacobian_transposed: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def residual(self) -> torch.Tensor:
@@ -248,7 +250,10 @@ def broyden(
         vs[:, n] = torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
         us[:, n] = torch.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0)
         update = -apply_inverse(gz, n + 1)
-    return track.result()
+    z_best, stats = track.result()
+    used = max(track.nstep - 2, 0)
+    stats.inverse_jacobian_transposed = lambda x: apply_inverse_transposed(x, min(used, max_iter))
+    return z_best, stats
 
 
 SOLVERS: dict[str, Callable[..., tuple[torch.Tensor, SolverStats]]] = {
@@ -269,7 +274,9 @@ class SolverSettings:
 
     backward: "ift" (exact implicit differentiation, the adjoint solved with `b_solver`), "phantom"
     (k = phantom_steps damped steps z <- tau f(z) + (1 - tau) z from the detached equilibrium; k=1, tau=1
-    is the Jacobian-free gradient), or "unrolled" (no solver: f applied `unrolled_steps` times from 0).
+    is the Jacobian-free gradient), "shine" (the adjoint taken from the forward Broyden solve's inverse
+    Jacobian estimate, no backward solve; Ramzi et al. 2022; needs f_solver="broyden"), or "unrolled" (no
+    solver: f applied `unrolled_steps` times from 0).
     """
 
     f_solver: str = "anderson"
@@ -289,8 +296,11 @@ class SolverSettings:
     def __post_init__(self) -> None:
         get_solver(self.f_solver)
         get_solver(self.b_solver)
-        if self.backward not in ("ift", "phantom", "unrolled"):
-            raise ValueError(f"backward must be 'ift', 'phantom' or 'unrolled', got {self.backward!r}")
+        if self.backward not in ("ift", "phantom", "shine", "unrolled"):
+            raise ValueError(f"backward must be 'ift', 'phantom', 'shine' or 'unrolled', got {self.backward!r}")
+        if self.backward == "shine" and self.f_solver != "broyden":
+            raise ValueError(f"backward='shine' reuses Broyden's inverse Jacobian: set f_solver='broyden' "
+                             f"(got {self.f_solver!r})")
         if self.stop_mode not in ("rel", "abs"):
             raise ValueError(f"stop_mode must be 'rel' or 'abs', got {self.stop_mode!r}")
         if self.phantom_steps < 1 or not 0 < self.phantom_tau <= 1:
@@ -393,7 +403,7 @@ def solve_equilibrium(
     if not track_grad:
         return EquilibriumResult(z_star, stats)
     result = EquilibriumResult(z_star, stats)
-    needs_graph = settings.backward == "ift" or jac_loss
+    needs_graph = settings.backward in ("ift", "shine") or jac_loss
     if needs_graph:
         z_leaf = z_star.detach().requires_grad_()
         new_z = f(z_leaf)
@@ -401,6 +411,17 @@ def solve_equilibrium(
             result.jac_loss = hutchinson_jacobian_loss(new_z, z_leaf, probes=jac_probes)
     if settings.backward == "phantom":
         result.z = phantom_gradient(f, z_star, settings.phantom_steps, settings.phantom_tau)
+        return result
+    if settings.backward == "shine":
+        inverse_t = stats.inverse_jacobian_transposed
+
+        def shine_adjoint(grad: torch.Tensor) -> torch.Tensor:
+            # y = grad (I - J_f)^-1 = -grad (J_f - I)^-1 ~ -grad^T B, B from the forward Broyden solve
+            y = -inverse_t(grad)
+            result.adjoint, result.incoming_grad = y.detach(), grad.detach()
+            return y
+
+        result.z = _ImplicitBackward.apply(new_z, shine_adjoint)
         return result
     b_solver = get_solver(settings.b_solver)
 
