@@ -30,7 +30,7 @@ from .equilibrium_deq import (
     solve_equilibrium,
     unrolled,
 )
-from .modeling_mdeq import DeqConvergenceWarning
+from .modeling_mdeq import DeqConvergenceWarning, realign_tensors
 
 __all__ = [
     "DeqTransformerForCausalLM", "DeqTransformerLMOutput", "DeqTransformerModel", "DeqTransformerModelOutput",
@@ -305,6 +305,12 @@ class DeqTransformerPreTrainedModel(PreTrainedModel):
     config_class = DeqTransformerConfig
     base_model_prefix = "transformer"
     main_input_name = "input_ids"
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):  # noqa: D102  (see realign_tensors)
+        loaded = super().from_pretrained(*args, **kwargs)
+        realign_tensors(loaded[0] if isinstance(loaded, tuple) else loaded)
+        return loaded
 
     def _init_weights(self, module: nn.Module) -> None:
         std = 0.02

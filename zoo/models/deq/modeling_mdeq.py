@@ -31,7 +31,7 @@ from .equilibrium_deq import (
 )
 
 __all__ = [
-    "DeqConvergenceWarning", "MdeqForImageClassification", "MdeqImageClassifierOutput", "MdeqModel",
+    "realign_tensors", "DeqConvergenceWarning", "MdeqForImageClassification", "MdeqImageClassifierOutput", "MdeqModel",
     "MdeqModelOutput", "MdeqPreTrainedModel",
 ]
 
@@ -224,10 +224,33 @@ class MdeqStage(nn.Module):
         return fused
 
 
+def realign_tensors(model: nn.Module) -> None:
+    """Copy every parameter and buffer into freshly allocated memory.
+
+    Weights loaded from safetensors are memory-mapped at arbitrary 4-byte offsets, and some CPU kernels
+    (1x1 convolutions on small inputs) round differently on such unaligned weights; without the copy a
+    reloaded model would differ from the saved one in the last bits, and the solver would amplify it.
+    Tied parameters stay tied (the shared Parameter object receives the new storage once).
+    """
+    with torch.no_grad():
+        for param in model.parameters():
+            param.data = param.data.clone()
+        for module in model.modules():
+            for name, buffer in list(module._buffers.items()):
+                if buffer is not None:
+                    module._buffers[name] = buffer.clone()
+
+
 class MdeqPreTrainedModel(PreTrainedModel):
     config_class = MdeqConfig
     base_model_prefix = "mdeq"
     main_input_name = "pixel_values"
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):  # noqa: D102  (transformers' docstring applies)
+        loaded = super().from_pretrained(*args, **kwargs)
+        realign_tensors(loaded[0] if isinstance(loaded, tuple) else loaded)
+        return loaded
 
     def _init_weights(self, module: nn.Module) -> None:
         # The original initialisation: N(0, 0.01) convolutions, unit BatchNorm scale.
