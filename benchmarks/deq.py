@@ -7,9 +7,14 @@ Measured in one run, each figure a ratio against a reference in the same run:
    Broyden to the same tolerance): wall time of `loss.backward()` (the paper's figure: >= 1.7x);
 3. peak memory of one forward+backward: DEQ (IFT) vs the explicit network of equal depth (f unrolled as many
    times as the DEQ's forward solve evaluated it, backpropagated through every step); each measured in a
-   fresh subprocess (peak RSS on CPU, `torch.cuda.max_memory_allocated` on GPU).
+   fresh subprocess (RSS sampled every millisecond on CPU, `torch.cuda.max_memory_allocated` on GPU).
 
     PYTHONPATH=$PWD python benchmarks/deq.py [--batch 32] [--repeats 3] [--tol 1e-4]
+
+The weights are random, drawn as in the reference fixtures (plain convolutions N(0, 1/fan_in),
+weight-norm gains 0.1, GroupNorm gains x5 (gn2), x0.4 (gn3), x2.5 (fusion)) so that f is contractive and
+every solver converges: with the original N(0, 0.01) initialisation an untrained MDEQ has no stable
+equilibrium (the original code warms up with unrolled steps for that reason).
 
 Writes benchmarks/deq.json and benchmarks/deq.png.
 """
@@ -18,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -40,10 +46,55 @@ def build(device: torch.device, batch: int, tol: float, seed: int = 0):
     warnings.simplefilter("ignore", DeqConvergenceWarning)
     torch.manual_seed(seed)
     model = create_model(VARIANT, dropout=0.0, f_solver="anderson", b_solver="broyden", f_tol=tol, b_tol=tol,
-                         f_max_iter=50, b_max_iter=50).to(device)
+                         f_max_iter=50, b_max_iter=50)
+    make_contractive(model)
+    model = model.to(device)
     images = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed)).to(device)
     labels = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(seed + 1)).to(device)
     return model, images, labels
+
+
+def make_contractive(model) -> None:
+    """The reference fixtures' random initialisation (see the module docstring)."""
+    from zoo.models.deq.modeling_mdeq import WeightNormConv2d
+
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, WeightNormConv2d):
+                module.weight_g.fill_(0.1)
+            elif isinstance(module, torch.nn.Conv2d):
+                module.weight.normal_(0, module.weight[0].numel() ** -0.5)
+            elif isinstance(module, torch.nn.GroupNorm) and module.weight is not None:
+                scale = 5.0 if name.endswith("gn2") else 0.4 if name.endswith("gn3") else 2.5 if "fuse_layers" in name else 1
+                module.weight.mul_(scale)
+
+
+class PeakRss:
+    """Samples this process's resident set size every millisecond (CPU peak memory of a code block)."""
+
+    def __init__(self):
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = self.start = self.rss()
+        self._stop = threading.Event()
+
+    def rss(self) -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * self.page
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.001)
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
 
 
 def sync(device: torch.device) -> None:
@@ -122,17 +173,18 @@ def measure_memory(kind: str, batch: int, tol: float, depth: int) -> dict:
         if isinstance(module, torch.nn.BatchNorm2d):
             module.eval()
     model.config.backward = "ift"
+    steps = depth if kind == "unrolled" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out = model(pixel_values=images, labels=labels, unrolled_steps=depth if kind == "unrolled" else None)
-    out.loss.backward()
-    if device.type == "cuda":
+        out = model(pixel_values=images, labels=labels, unrolled_steps=steps)
+        out.loss.backward()
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        with PeakRss() as meter:
+            out = model(pixel_values=images, labels=labels, unrolled_steps=steps)
+            out.loss.backward()
+        base, peak = meter.start, meter.peak
     return {"kind": kind, "peak_increase_mib": (peak - base) / 2**20, "device": device.type}
 
 

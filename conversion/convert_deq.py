@@ -227,7 +227,7 @@ def convert(
             "dropped_v1_keys": detected == "v1",
             "command": command or f"python conversion/convert_deq.py {shlex.quote(str(original))} {shlex.quote(str(out_dir))}",
             "forward_check": {"inputs": "2 x N(0,1) images of config.image_size" if family == "mdeq"
-                              else "2 x 16 random token ids", "reload_max_abs_diff": diff,
+                              else f"2 x {inputs['input_ids'].shape[1]} random token ids", "reload_max_abs_diff": diff,
                               "solver_converged": bool(check.converged.all()),
                               "max_rel_residual": float(check.rel_residual.max()),
                               "logits_shape": list(got.shape)},

@@ -3,7 +3,7 @@
 The data: `sklearn.datasets.load_digits()` (1,797 greyscale 8x8 images of the digits 0-9, shipped inside
 scikit-learn, BSD-3; a copy of the UCI "Optical Recognition of Handwritten Digits" test set). Pixels
 (0..16) are scaled to [0, 1] and standardised with the training-split mean and standard deviation; a
-fixed, stratified 80/20 split (seed 0) gives 1,437 training and 360 evaluation images.
+fixed, stratified 80/20 split (seed 0) gives 1,438 training and 359 evaluation images.
 
 The recipe `mdeq_digits` plugs into `zoo finetune` and reports, at every evaluation (each epoch),
 accuracy, the solver's evaluations of f per batch, the mean / max relative residual ||f(z)-z||/||f(z)||

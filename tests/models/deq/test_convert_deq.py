@@ -15,6 +15,14 @@ from tests.models.deq.conftest import FIXTURES
 
 V2 = FIXTURES / "mdeq_tiny_public"
 V1 = FIXTURES / "mdeq_tiny_v1format_public"
+LM = FIXTURES / "deq_transformer_tiny_public"
+
+
+def lm_args():
+    meta = json.loads((LM / "meta.json").read_text())
+    args = dict(meta["original_args (train_transformer.py argparse names)"])
+    args.update(cutoffs=meta["derived_constructor_args"]["cutoffs"], tie_projs=meta["derived_constructor_args"]["tie_projs"])
+    return args
 
 
 def yaml_of(folder):
@@ -116,3 +124,33 @@ def test_cli_with_yaml_and_overwrite(tmp_path, capsys):
     assert main([str(V2 / "final_state.pth.tar"), str(out), "--config", str(cfg), "--overwrite"]) == 0
     assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
     shutil.rmtree(out)
+
+
+def test_deq_transformer_conversion_keeps_the_ties(tmp_path):
+    out = convert(LM / "model_state_dict.pth", tmp_path / "lm", config=lm_args())
+    info = json.loads((out / "conversion.json").read_text())
+    assert info["family"] == "deq_transformer" and info["forward_check"]["reload_max_abs_diff"] == 0.0
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.crit.out_layers[2].weight is model.transformer.word_emb.emb_layers[2].weight
+    assert model.crit.out_projs[3].weight is model.transformer.word_emb.emb_projs[3].weight
+    assert "DEQ-Transformer" in (out / "README.md").read_text()
+
+
+def test_deq_transformer_mixups(tmp_path):
+    with pytest.raises(ConversionError, match="deq_transformer checkpoint but variant 'mdeq_tiny_cifar10'"):
+        convert(LM / "model_state_dict.pth", tmp_path / "a", variant="mdeq_tiny_cifar10")
+    with pytest.raises(ConversionError, match="mdeq checkpoint but variant 'deq_transformer_wt103'"):
+        convert(V2 / "final_state.pth.tar", tmp_path / "b", variant="deq_transformer_wt103")
+    with pytest.raises(ConversionError, match="--layout v1 applies to MDEQ only"):
+        convert(LM / "model_state_dict.pth", tmp_path / "c", config=lm_args(), layout="v1")
+
+
+def test_deq_transformer_untied_weights_with_a_tied_config(tmp_path):
+    state = {k: v.clone() for k, v in read_state_dict(LM / "model_state_dict.pth").items()}
+    state["crit.out_layers.1.weight"] += 1.0
+    path = tmp_path / "untied.pth"
+    torch.save(state, path)
+    with pytest.raises(ConversionError, match="crit.out_layers.1.weight and word_emb.emb_layers.1.weight differ"):
+        convert(path, tmp_path / "x", config=lm_args())

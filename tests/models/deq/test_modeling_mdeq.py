@@ -118,7 +118,7 @@ def test_bad_labels(model):
 def test_non_converging_solve_is_reported_with_a_warning(model):
     model.config.f_max_iter, model.config.f_tol = 2, 1e-14
     try:
-        with pytest.warns(DeqConvergenceWarning, match="did NOT converge after"):
+        with pytest.warns(DeqConvergenceWarning, match="did NOT converge to rel tolerance 1e-14"):
             out = model(pixel_values=torch.randn(2, 3, 8, 8))
     finally:
         model.config.f_max_iter, model.config.f_tol = 4, 1e-4

@@ -15,9 +15,9 @@ from zoo.recipes.deq import classify_digit, collate_images, digits_metrics, load
 
 def test_split_is_stratified_and_normalised():
     data = load_digits_recipe(RecipeOptions())
-    assert len(data.train) == 1437 and len(data.eval) == 360
+    assert len(data.train) == 1438 and len(data.eval) == 359
     pixels = torch.stack([item["pixel_values"] for item in data.train])
-    assert pixels.shape == (1437, 1, 8, 8)
+    assert pixels.shape == (1438, 1, 8, 8)
     assert float(pixels.mean()) == pytest.approx(0.0, abs=1e-5) and float(pixels.std()) == pytest.approx(1.0, abs=1e-3)
     counts = np.bincount([item["labels"] for item in data.eval], minlength=10)
     assert counts.min() >= 35 and counts.max() <= 37
