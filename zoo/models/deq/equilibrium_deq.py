@@ -215,8 +215,10 @@ def broyden(
     """
     bsz, dim = z0.shape
     track = _BestIterate(z0, stop_mode, tol, "broyden")
-    us = z0.new_zeros(bsz, max_iter, dim)  # inverse-Jacobian estimate: -I + sum_i u_i v_i^T
-    vs = z0.new_zeros(bsz, max_iter, dim)
+    # inverse-Jacobian estimate -I + sum_i u_i v_i^T; only the first n columns are ever read, so the
+    # memory of unused columns is never touched
+    us = z0.new_empty(bsz, max_iter, dim)
+    vs = z0.new_empty(bsz, max_iter, dim)
 
     def apply_inverse(x: torch.Tensor, n: int) -> torch.Tensor:  # (-I + U V^T) x
         if n == 0:
