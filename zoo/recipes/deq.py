@@ -155,7 +155,7 @@ def run_demo(workdir, quick: bool):
         summary["v1_conversion_max_abs_logit_diff"] = float((logits - expected).abs().max())
     out = workdir / "mdeq_digits"
     metrics = finetune("mdeq_tiny_cifar10", RECIPE_NAME, out, options=RecipeOptions(quick=quick),
-                       epochs=6 if quick else 8, learning_rate=5e-3, batch_size=32, overwrite=True)
+                       epochs=15 if quick else 8, learning_rate=5e-3, batch_size=32, overwrite=True)
     summary.update({k.removeprefix("eval_"): round(v, 4) for k, v in metrics["eval"].items()
                     if k in ("eval_accuracy", "eval_solver_steps", "eval_rel_residual_mean")})
     return DemoResult(folder=out, predict=classify_digit, summary=summary)

@@ -232,3 +232,20 @@ def test_shine_is_closer_to_ift_than_jacobian_free(folder, converted):
     jfb = next(c for c in meta["reference_numbers"]["phantom_gradient"]["cases"] if c["k"] == 1)
     assert cosines["phantom"] == pytest.approx(jfb["cosine_vs_ift_all_params"], abs=1e-6)
     assert cosines["shine"] > cosines["phantom"]
+
+
+@pytest.mark.parametrize("folder", GRAD_CASES)
+def test_ift_gradients_float32(folder, converted):
+    """A float32 model with a tight solver reproduces the float64 IFT gradients to the float32 tolerance."""
+    meta, out = converted(folder)
+    tol = meta["tolerances"]["float32_implementation (solver tol <= 1e-6 relative, enough iterations)"]["gradients"]
+    model = load_model(out, torch.float32, 1e-6, max_iter=100)
+    train_mode_with_frozen_bn(model)
+    inputs = load_file(folder / "inputs.safetensors")
+    expected = load_file(folder / "expected_grad_ift.safetensors")
+    model.zero_grad()
+    images = inputs["images"].clone().requires_grad_()
+    model(pixel_values=images, labels=inputs["labels"]).loss.backward()
+    close(images.grad, expected["grad_images"], tol["atol"], tol["rtol"], "grad_images")
+    for name, param in model.named_parameters():
+        close(param.grad, expected[f"grad.{grad_name(name)}"], tol["atol"], tol["rtol"], name)

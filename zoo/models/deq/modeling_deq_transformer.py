@@ -462,8 +462,8 @@ class DeqTransformerModel(DeqTransformerPreTrainedModel):
                 gz = f(z) - z
             out = DeqTransformerModelOutput(
                 abs_residual=gz.norm(dim=1), rel_residual=gz.norm(dim=1) / ((gz + z).norm(dim=1) + 1e-9),
-                solver_steps=torch.full((z.shape[0],), unrolled_steps),
-                converged=torch.zeros(z.shape[0], dtype=torch.bool))
+                solver_steps=torch.full((z.shape[0],), unrolled_steps, device=z.device),
+                converged=torch.zeros(z.shape[0], dtype=torch.bool, device=z.device))
             jac = None
         else:
             result = solve_equilibrium(f, z_init, self.solver_settings(), track_grad=torch.is_grad_enabled(),
@@ -474,7 +474,7 @@ class DeqTransformerModel(DeqTransformerPreTrainedModel):
                 warnings.warn(stats.warning_text("DEQ-Transformer forward solve"), DeqConvergenceWarning, stacklevel=2)
             out = DeqTransformerModelOutput(
                 abs_residual=stats.abs_residual, rel_residual=stats.rel_residual,
-                solver_steps=torch.full((z.shape[0],), stats.nstep), converged=stats.residual < stats.tol)
+                solver_steps=torch.full((z.shape[0],), stats.nstep, device=z.device), converged=stats.residual < stats.tol)
         z = z.reshape(bsz, c.d_model, qlen)
         out.last_hidden_state = z.transpose(1, 2)
         out.jac_loss = jac

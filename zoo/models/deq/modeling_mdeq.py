@@ -398,8 +398,8 @@ class MdeqModel(MdeqPreTrainedModel):
             output = MdeqModelOutput(
                 abs_residual=new_z.detach().norm(dim=1),
                 rel_residual=new_z.detach().norm(dim=1) / ((new_z + z).detach().norm(dim=1) + 1e-9),
-                solver_steps=torch.full((z.shape[0],), unrolled_steps),
-                converged=torch.zeros(z.shape[0], dtype=torch.bool),
+                solver_steps=torch.full((z.shape[0],), unrolled_steps, device=z.device),
+                converged=torch.zeros(z.shape[0], dtype=torch.bool, device=z.device),
             )
             jac = None
         else:
@@ -412,7 +412,7 @@ class MdeqModel(MdeqPreTrainedModel):
                 warnings.warn(stats.warning_text("MDEQ forward solve"), DeqConvergenceWarning, stacklevel=2)
             output = MdeqModelOutput(
                 abs_residual=stats.abs_residual, rel_residual=stats.rel_residual,
-                solver_steps=torch.full((z.shape[0],), stats.nstep), converged=stats.residual < stats.tol,
+                solver_steps=torch.full((z.shape[0],), stats.nstep, device=z.device), converged=stats.residual < stats.tol,
             )
         states = tuple(to_list(z))
         output.last_hidden_state = states[0]
