@@ -1,0 +1,40 @@
+"""DEQ family: the equilibrium core, MDEQ image classification and the DEQ-Transformer language model."""
+
+from .configuration_deq_transformer import DeqTransformerConfig
+from .configuration_mdeq import MdeqConfig
+from .equilibrium_deq import (
+    SOLVERS,
+    EquilibriumResult,
+    SolverSettings,
+    SolverStats,
+    anderson,
+    broyden,
+    fixed_point_iteration,
+    hutchinson_jacobian_loss,
+    phantom_gradient,
+    solve_equilibrium,
+)
+from .modeling_deq_transformer import (
+    DeqTransformerForCausalLM,
+    DeqTransformerLMOutput,
+    DeqTransformerModel,
+    DeqTransformerModelOutput,
+    DeqTransformerPreTrainedModel,
+)
+from .modeling_mdeq import (
+    DeqConvergenceWarning,
+    MdeqForImageClassification,
+    MdeqImageClassifierOutput,
+    MdeqModel,
+    MdeqModelOutput,
+    MdeqPreTrainedModel,
+)
+
+__all__ = [
+    "DeqTransformerConfig", "DeqTransformerForCausalLM", "DeqTransformerLMOutput", "DeqTransformerModel",
+    "DeqTransformerModelOutput", "DeqTransformerPreTrainedModel",
+    "SOLVERS", "DeqConvergenceWarning", "EquilibriumResult", "MdeqConfig", "MdeqForImageClassification",
+    "MdeqImageClassifierOutput", "MdeqModel", "MdeqModelOutput", "MdeqPreTrainedModel", "SolverSettings",
+    "SolverStats", "anderson", "broyden", "fixed_point_iteration", "hutchinson_jacobian_loss", "phantom_gradient",
+    "solve_equilibrium",
+]
