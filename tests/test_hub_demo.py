@@ -28,7 +28,7 @@ def test_zoo_demo_publishes_reloads_and_predicts(tmp_path, monkeypatch, capsys):
         return demo.DemoResult(folder=folder, predict=predict)
 
     monkeypatch.setitem(demo._DEMOS, "toy", toy_demo)
-    assert cli.main(["demo", "--family", "toy", "--workdir", str(tmp_path / "out"), "--quick"]) == 0
+    assert cli.main(["demo", "--family", "toy", "--workdir", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     expected = toy_logits(tmp_path / "out" / "toy" / "folder").argmax(-1).tolist()
     assert loaded_from == ["zoo-demo/toy"]  # from_pretrained got the repo id, not the local folder

@@ -75,7 +75,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not demo.list_demos():
         print("zoo demo: no family has registered a demo yet", file=sys.stderr)
         return 1
-    rows, url = demo.run_demos_on_hub(workdir, families=args.family or None, quick=args.quick,
+    rows, url = demo.run_demos_on_hub(workdir, families=args.family or None, quick=not args.full,
                                       serve_forever=args.serve)
     if not args.serve:
         print(demo.format_rows(rows))
@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run every family's demo end to end")
     p.add_argument("--workdir", default="demo_output")
     p.add_argument("--family", action="append", help="only this family (repeatable)")
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--full", action="store_true",
+                   help="longer fine-tuning demos (tens of minutes on 2 CPU cores); the default takes a few minutes")
     p.add_argument("--serve", action="store_true", help="keep the local hub serving after the table (Ctrl-C)")
 
     sub.add_parser("hub", help="local Hub-compatible server: zoo hub serve [--root DIR] [--port N]")
