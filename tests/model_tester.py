@@ -32,7 +32,6 @@ from transformers.utils import ModelOutput
 
 from zoo.auto import Family, expected_auto_map, get_family
 
-
 OUTPUT_ATOL = 1e-6  # float32 outputs of bit-identical weights (see check_save_load)
 
 

@@ -51,7 +51,7 @@ class RecipeData:
     eval: Sequence[dict[str, Any]]
     collator: Callable[[list[dict[str, Any]]], dict[str, Any]]
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. num_labels, problem_type
-    compute_metrics: Callable[["EvalPrediction"], dict[str, float]] | None = None
+    compute_metrics: Callable[[EvalPrediction], dict[str, float]] | None = None
     metric_for_best_model: str | None = None  # e.g. "roc_auc"; reported first in the card
     processor: Any = None  # tokenizer / featurizer saved next to the weights
     # For the card's model-index: {"task_type", "dataset_type", "dataset_name", "dataset_split",
