@@ -68,7 +68,7 @@ register_model(ModelEntry(
         filename="checkpoint_best_pcqm4mv1.pt", url=CKPT_BASE + "checkpoint_best_pcqm4mv1.pt", format="fairseq",
         dtype="float16", notes="Older link: szheng.blob.core.windows.net/graphormer/modelzoo/pcqm4mv1/"
         "checkpoint_best_pcqm4mv1_full.pt. transformers-4.x copy: clefourrier/graphormer-base-pcqm4mv1."),
-    metrics={"pcqm4mv1_valid_mae": 0.1201}, params=48_300_000, recipe="b3db_bbb", **_COMMON,
+    metrics={"pcqm4mv1_valid_mae": 0.1201}, params=48_300_000, recipe="b3db_logbb", **_COMMON,
 ))
 register_model(ModelEntry(
     name="graphormer_base_pcqm4mv2", task="graph-regression", architecture="GraphormerForGraphRegression",
@@ -78,7 +78,7 @@ register_model(ModelEntry(
         filename="checkpoint_best_pcqm4mv2.pt", url=CKPT_BASE + "checkpoint_best_pcqm4mv2.pt", format="fairseq",
         dtype="float16", notes="Older link: szheng.blob.core.windows.net/graphormer/modelzoo/pcqm4mv2/"
         "checkpoint_best_pcqm4mv2_full.pt. transformers-4.x copy: clefourrier/graphormer-base-pcqm4mv2."),
-    metrics={"pcqm4mv2_valid_mae": 0.0865}, params=48_300_000, recipe="b3db_bbb", **_COMMON,
+    metrics={"pcqm4mv2_valid_mae": 0.0865}, params=48_300_000, recipe="b3db_logbb", **_COMMON,
 ))
 register_model(ModelEntry(
     name="graphormer_base_pcqm4mv1_for_molhiv", task="graph-classification",
@@ -97,7 +97,7 @@ register_model(ModelEntry(
     config={**BASE, "num_classes": 1},
     description="The `graphormer_base` architecture (12 layers, 768 wide, 32 heads), randomly initialised. "
                 "Paper (v1): 47.1M parameters, PCQM4M valid MAE 0.1234.",
-    metrics={"pcqm4m_valid_mae": 0.1234}, params=47_100_000, recipe="b3db_bbb", **_COMMON,
+    metrics={"pcqm4m_valid_mae": 0.1234}, params=47_100_000, recipe="b3db_logbb", **_COMMON,
 ))
 register_model(ModelEntry(
     name="graphormer_slim", task="graph-regression", architecture="GraphormerForGraphRegression",
@@ -105,7 +105,14 @@ register_model(ModelEntry(
     description="The `graphormer_slim` architecture (12 layers, 80 wide, 8 heads), randomly initialised, with "
                 "the ogb molecule vocabulary (0.95M parameters). The paper's ZINC model (MAE 0.122) used "
                 "ZINC's smaller atom vocabulary (489K parameters).",
-    metrics={"zinc_test_mae": 0.122}, params=None, recipe="b3db_bbb", **_COMMON,
+    metrics={"zinc_test_mae": 0.122}, params=None, recipe="b3db_logbb", **_COMMON,
+))
+register_model(ModelEntry(
+    name="graphormer_slim_classifier", task="graph-classification", architecture="GraphormerForGraphClassification",
+    config={**SLIM, "num_classes": 1},
+    description="The `graphormer_slim` architecture with a binary classification head, randomly initialised; "
+                "the starting point of the `b3db_bbb` recipe on CPU.",
+    params=None, recipe="b3db_bbb", **_COMMON,
 ))
 register_model(ModelEntry(
     name="graphormer_large", task="graph-regression", architecture="GraphormerForGraphRegression",

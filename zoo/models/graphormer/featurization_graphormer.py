@@ -129,8 +129,10 @@ def _to_graph(value: Any) -> dict[str, np.ndarray]:
         return smiles_to_graph(value)
     if isinstance(value, dict) and "node_feat" in value:
         graph = {k: np.asarray(value[k], dtype=np.int64) for k in ("node_feat", "edge_index", "edge_feat")}
+        graph["node_feat"] = graph["node_feat"].reshape(len(graph["node_feat"]), -1)
         graph["edge_index"] = graph["edge_index"].reshape(2, -1)
-        graph["edge_feat"] = graph["edge_feat"].reshape(graph["edge_index"].shape[1], -1)
+        if graph["edge_feat"].ndim == 1:
+            graph["edge_feat"] = graph["edge_feat"][:, None]
         return graph
     if hasattr(value, "edge_index") and hasattr(value, "x"):  # torch_geometric.data.Data
         x = value.x.numpy() if isinstance(value.x, torch.Tensor) else np.asarray(value.x)
@@ -139,10 +141,11 @@ def _to_graph(value: Any) -> dict[str, np.ndarray]:
         if edge_attr is None:
             raise MoleculeError("PyG Data without edge_attr: Graphormer needs bond features")
         edge_attr = np.asarray(edge_attr.cpu() if isinstance(edge_attr, torch.Tensor) else edge_attr)
+        edge_attr = edge_attr.astype(np.int64)
         return {
             "node_feat": x.astype(np.int64).reshape(x.shape[0], -1),
             "edge_index": edge_index.astype(np.int64).reshape(2, -1),
-            "edge_feat": edge_attr.astype(np.int64).reshape(edge_index.shape[-1], -1),
+            "edge_feat": edge_attr[:, None] if edge_attr.ndim == 1 else edge_attr,
         }
     try:
         from rdkit import Chem
@@ -231,13 +234,13 @@ class GraphormerFeaturizer(FeatureExtractionMixin):
 
     def __init__(
         self, multi_hop_max_dist: int | None = 5, spatial_pos_max: int = 1024, max_nodes: int = 128,
-        group_size: int = 256, **kwargs: Any,
+        group_budget: int = 1 << 16, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.multi_hop_max_dist = multi_hop_max_dist
         self.spatial_pos_max = spatial_pos_max
         self.max_nodes = max_nodes
-        self.group_size = group_size
+        self.group_budget = group_budget  # molecules featurized together: about this many padded atom pairs
 
     # -- stage 2: per-molecule items ----------------------------------------------------------------------
     def featurize(
@@ -275,8 +278,15 @@ class GraphormerFeaturizer(FeatureExtractionMixin):
             graphs.append((index, graph))
         items: dict[int, dict[str, np.ndarray]] = {}
         order = sorted(range(len(graphs)), key=lambda g: graphs[g][1]["node_feat"].shape[0])
-        for start in range(0, len(order), self.group_size):
-            group = [graphs[g] for g in order[start:start + self.group_size]]
+        start = 0
+        while start < len(order):
+            # sorted by size, so the last molecule of a group is its largest: size the group by it
+            stop = start + 1
+            while stop < len(order) and (stop - start + 1) * graphs[order[stop]][1]["node_feat"].shape[0] ** 2 <= (
+                    self.group_budget):
+                stop += 1
+            group = [graphs[g] for g in order[start:stop]]
+            start = stop
             for (index, _), item in zip(group, self._preprocess_group([graph for _, graph in group])):
                 if labels is not None:
                     item["labels"] = np.asarray(labels[index])
