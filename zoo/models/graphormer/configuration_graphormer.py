@@ -48,12 +48,6 @@ class GraphormerConfig(PretrainedConfig):
     """
 
     model_type = "graphormer"
-    attribute_map = {
-        "embedding_dim": "hidden_size", "encoder_embed_dim": "hidden_size", "ffn_embedding_dim": "intermediate_size",
-        "encoder_ffn_embed_dim": "intermediate_size", "encoder_layers": "num_hidden_layers",
-        "encoder_attention_heads": "num_attention_heads",
-    }
-
     def __init__(
         self,
         num_hidden_layers: int = 12,
@@ -93,7 +87,8 @@ class GraphormerConfig(PretrainedConfig):
             "intermediate_size": intermediate_size, "num_attention_heads": num_attention_heads,
             "activation_dropout": activation_dropout,
         }
-        defaults = dict(named)
+        defaults = {"num_hidden_layers": 12, "hidden_size": 768, "intermediate_size": 768, "num_attention_heads": 32,
+                    "activation_dropout": 0.1}  # the signature's
         for alias, name in ALIASES.items():
             if alias not in kwargs:
                 continue
@@ -146,3 +141,13 @@ class GraphormerConfig(PretrainedConfig):
         self.init_std = init_std
         self.regression_loss = regression_loss
         super().__init__(**kwargs)
+
+    @property
+    def embedding_dim(self) -> int:
+        """The transformers-4.x name of `hidden_size`."""
+        return self.hidden_size
+
+    @property
+    def ffn_embedding_dim(self) -> int:
+        """The transformers-4.x name of `intermediate_size`."""
+        return self.intermediate_size
