@@ -191,7 +191,7 @@ def convert(
         weights = {k[len("graphormer."):]: v for k, v in weights.items()}
     model = model_class(config)
     model.load_state_dict(weights, strict=True)
-    model.eval()
+    model = model.to(getattr(torch, dtype)).eval()
     featurizer = GraphormerFeaturizer(
         multi_hop_max_dist=config.multi_hop_max_dist, spatial_pos_max=config.spatial_pos_max, max_nodes=config.max_nodes
     )
@@ -201,7 +201,7 @@ def convert(
     with staged_folder(out_dir, overwrite=overwrite) as stage:
         model.save_pretrained(stage)
         featurizer.save_pretrained(stage)
-        reloaded = model_class.from_pretrained(stage).eval()
+        reloaded = model_class.from_pretrained(stage, dtype=getattr(torch, dtype)).eval()
         after = _forward(reloaded, batch)
         diff = float((after - before).abs().max())
         if diff > 0:
