@@ -143,7 +143,7 @@ def _card_results(data: RecipeData, eval_metrics: dict[str, float], recipe: Reci
             "task_type": spec["task_type"], "dataset_type": spec["dataset_type"],
             "dataset_name": spec["dataset_name"], "dataset_split": spec.get("dataset_split", "validation"),
             "metric_type": metric_type, "metric_value": round(float(value), 6),
-            "metric_name": key, "source_name": f"zoo finetune recipe {recipe.name}",
+            "metric_name": key,
         })
     return rows
 
@@ -196,10 +196,10 @@ def finetune(
         per_device_train_batch_size=batch_size or spec.batch_size,
         per_device_eval_batch_size=batch_size or spec.batch_size,
         weight_decay=spec.weight_decay,
-        warmup_ratio=spec.warmup_ratio,
+        warmup_steps=spec.warmup_ratio,  # transformers 5: a float < 1 is a fraction of the total steps
         eval_strategy="steps" if eval_steps else "epoch",
         eval_steps=eval_steps,
-        logging_steps=max(1, min(50, eval_steps or 50)),
+        logging_steps=0.05,  # a float < 1 is a fraction of the total steps: about 20 points per curve
         save_strategy="no",
         report_to=[],
         seed=seed,

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conversion.safe_checkpoint import CheckpointReadError, UnsafeCheckpointError, read_checkpoint, read_state_dict
+from conversion.safe_checkpoint import (
+    CheckpointReadError,
+    UnsafeCheckpointError,
+    read_checkpoint,
+    read_state_dict,
+)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".pkl")

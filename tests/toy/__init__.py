@@ -27,3 +27,5 @@ register_model(ModelEntry(
     name="toy_wide", family="toy", task="feature-extraction", architecture="ToyModel",
     config={"hidden_size": 32, "num_layers": 2}, params=32 * 32 + 2 * (32 * 32 + 32),
 ))
+
+from . import recipe  # noqa: E402,F401  (registers the toy fine-tuning recipe)
