@@ -3,15 +3,10 @@
 import math
 
 import numpy as np
-import pytest
-import torch
 
 import zoo
 from zoo.finetune import RecipeOptions, finetune, get_recipe
 from zoo.recipes.graphormer import roc_auc, scaffold_split
-from zoo.registry import build_config, dummy_inputs, model_class
-
-NAMES = zoo.list_models("graphormer*")
 
 
 def test_released_checkpoints_are_listed():
@@ -20,23 +15,6 @@ def test_released_checkpoints_are_listed():
     molhiv = zoo.model_info("graphormer_base_pcqm4mv1_for_molhiv")
     assert molhiv.config["pre_layernorm"] and molhiv.original.filename == "checkpoint_base_preln_pcqm4mv1_for_hiv.pt"
     assert zoo.model_info("graphormer_base_pcqm4mv2").metrics == {"pcqm4mv2_valid_mae": 0.0865}
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_registry_walk(name):
-    entry = zoo.model_info(name)
-    cls = model_class(name)
-    with torch.device("meta"):
-        full = cls(build_config(name))
-    count = sum(p.numel() for p in full.parameters())
-    if entry.params:
-        assert abs(count - entry.params) / entry.params < 0.02, (count, entry.params)
-    torch.manual_seed(0)
-    model = cls(build_config(name, **entry.test_config)).eval()
-    with torch.no_grad():
-        out = model(**dummy_inputs(name, model.config))
-    tensor = out.logits if hasattr(out, "logits") else out.last_hidden_state
-    assert torch.isfinite(tensor).all()
 
 
 def test_roc_auc_closed_forms():

@@ -1,7 +1,13 @@
 """Graphormer: configuration, model and heads, and the molecule featurizer / collator."""
 
 from .configuration_graphormer import GraphormerConfig
-from .featurization_graphormer import GraphormerFeaturizer, MoleculeError, SkippedItem, molecule_to_graph, smiles_to_graph
+from .featurization_graphormer import (
+    GraphormerFeaturizer,
+    MoleculeError,
+    SkippedItem,
+    molecule_to_graph,
+    smiles_to_graph,
+)
 from .modeling_graphormer import (
     GraphormerForGraphClassification,
     GraphormerForGraphRegression,
