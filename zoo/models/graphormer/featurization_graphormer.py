@@ -189,26 +189,34 @@ def path_nodes(dist: np.ndarray, path: np.ndarray, hops: int) -> np.ndarray:
     shorter, so filling pairs in order of increasing distance resolves every dependency.
     """
     batch, n, _ = dist.shape
-    nodes = np.full((batch, n, n, hops + 1), -1, dtype=np.int64)
-    b_idx, i_idx, j_idx = np.indices((batch, n, n))
-    nodes[..., 0] = np.where(dist < UNREACHABLE, i_idx, -1)
+    flat_dist = dist.reshape(-1)
+    nodes = np.full((batch * n * n, hops + 1), -1, dtype=np.int64)
+    pair = np.arange(batch * n * n)
+    i_of, j_of = (pair // n) % n, pair % n
+    reachable = flat_dist < UNREACHABLE
+    nodes[reachable, 0] = i_of[reachable]
     if hops == 0:
-        return nodes
-    direct = dist == 1
-    nodes[..., 1][direct] = j_idx[direct]
-    finite = dist[dist < UNREACHABLE]
-    longest = int(finite.max()) if finite.size else 0
+        return nodes.reshape(batch, n, n, 1)
+    direct = flat_dist == 1
+    nodes[direct, 1] = j_of[direct]
+    order = np.argsort(np.where(reachable, flat_dist, -1), kind="stable")
+    sorted_dist = flat_dist[order] * reachable[order]
+    longest = int(sorted_dist[-1]) if sorted_dist.size else 0
+    bounds = np.searchsorted(sorted_dist, np.arange(2, longest + 2))
     positions = np.arange(hops + 1)
-    for d in range(2, longest + 1):
-        b, i, j = np.nonzero(dist == d)
-        if b.size == 0:
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if lo == hi:
             continue
-        k = path[b, i, j]
-        d_ik = dist[b, i, k][:, None]
-        first = nodes[b, i, k]  # [P, hops+1]
-        second = nodes[b[:, None], k[:, None], j[:, None], np.clip(positions[None, :] - d_ik, 0, hops)]
-        nodes[b, i, j] = np.where(positions[None, :] <= d_ik, first, second)
-    return nodes
+        pairs = order[lo:hi]
+        graph_row = pairs - pairs % (n * n)  # first pair index of the molecule
+        i, j = i_of[pairs], j_of[pairs]
+        k = path.reshape(-1)[pairs]
+        first_half = graph_row + i * n + k
+        second_half = graph_row + k * n + j
+        d_ik = flat_dist[first_half][:, None]
+        second = nodes[second_half[:, None], np.clip(positions[None, :] - d_ik, 0, hops)]
+        nodes[pairs] = np.where(positions[None, :] <= d_ik, nodes[first_half], second)
+    return nodes.reshape(batch, n, n, hops + 1)
 
 
 def offset_features(features: np.ndarray) -> np.ndarray:
@@ -328,9 +336,10 @@ class GraphormerFeaturizer(FeatureExtractionMixin):
         nodes = path_nodes(dist, path, hops)
         reach = np.arange(hops)[None, None, None, :] < dist[..., None]  # hop h exists on the path
         reach &= (dist > 0)[..., None] & (dist < UNREACHABLE)[..., None]
-        b_idx = np.arange(batch)[:, None, None, None]
-        start, end = np.clip(nodes[..., :-1], 0, None), np.clip(nodes[..., 1:], 0, None)
-        edge_input = np.where(reach[..., None], edge_type[b_idx, start, end], -1)
+        graph_row = (np.arange(batch) * n * n)[:, None, None, None]
+        bond = graph_row + np.maximum(nodes[..., :-1], 0) * n + np.maximum(nodes[..., 1:], 0)
+        edge_input = edge_type.reshape(-1, n_edge_feat)[bond]
+        edge_input[~reach] = -1
         items = []
         for b, (graph, size) in enumerate(zip(graphs, sizes)):
             degree = adjacency[b, :size, :size].sum(axis=1).astype(np.int64)
