@@ -91,21 +91,27 @@ class GraphormerAttnBias(nn.Module):
         attn_edge_type: torch.Tensor,
     ) -> torch.Tensor:
         heads = self.num_heads
-        bias = attn_bias.unsqueeze(1).repeat(1, heads, 1, 1)
-        bias[:, :, 1:, 1:] = bias[:, :, 1:, 1:] + self.spatial_pos_encoder(spatial_pos).permute(0, 3, 1, 2)
-        virtual = self.graph_token_virtual_distance.weight.view(1, heads, 1)
-        bias[:, :, 1:, 0] = bias[:, :, 1:, 0] + virtual
-        bias[:, :, 0, :] = bias[:, :, 0, :] + virtual
         if self.edge_type == "multi_hop":
             edge = self._multi_hop(spatial_pos, input_edges)
         else:
             edge = self.edge_encoder(attn_edge_type).mean(-2).permute(0, 3, 1, 2)
-        bias[:, :, 1:, 1:] = bias[:, :, 1:, 1:] + edge
-        # The original adds the input bias a second time ("reset"): it only repeats the -inf entries.
-        return bias + attn_bias.unsqueeze(1)
+        batch, nodes = spatial_pos.shape[:2]
+        virtual = self.graph_token_virtual_distance.weight.view(1, heads, 1).to(edge.dtype)
+        bias = edge.new_empty(batch, heads, nodes + 1, nodes + 1)
+        torch.add(self.spatial_pos_encoder(spatial_pos).permute(0, 3, 1, 2), edge, out=bias[:, :, 1:, 1:])
+        bias[:, :, 0, :] = virtual
+        bias[:, :, 1:, 0] = virtual
+        # The original starts from the input bias and adds it once more at the end ("reset"): twice in all.
+        return bias + (attn_bias + attn_bias).unsqueeze(1)
 
     def _multi_hop(self, spatial_pos: torch.Tensor, input_edges: torch.Tensor) -> torch.Tensor:
-        """Mean over the path of (edge embedding x per-hop matrix), divided by the clamped hop count."""
+        """Mean over the path of (edge embedding x per-hop matrix), divided by the clamped hop count.
+
+        The original embeds every (pair, hop, feature), averages the features, multiplies each hop by its
+        matrix and sums the hops. Matrix products distribute over the sums, so zoo folds each hop's matrix
+        into the embedding table once (vocabulary x heads per hop) and sums table rows with one
+        `embedding_bag` per atom pair: the same result without the [B, N, N, hops, features, heads] tensor.
+        """
         heads = self.num_heads
         batch, nodes = spatial_pos.shape[:2]
         # shifted distance: padding (0) and self (1) -> 1, d -> d - 1; clamp to the hops kept
@@ -114,12 +120,18 @@ class GraphormerAttnBias(nn.Module):
         if self.multi_hop_max_dist > 0:
             hops_count = hops_count.clamp(0, self.multi_hop_max_dist)
             input_edges = input_edges[:, :, :, : self.multi_hop_max_dist, :]
-        edge = self.edge_encoder(input_edges).mean(-2)  # [B, N, N, hops, heads]
-        hops = edge.size(-2)
+        hops, features = input_edges.shape[-2:]
+        table = self.edge_encoder.weight
+        if hops == 0:
+            return table.new_zeros(batch, heads, nodes, nodes)
+        vocab = table.size(0)
         per_hop = self.edge_dis_encoder.weight.reshape(-1, heads, heads)[:hops]
-        edge = torch.einsum("bijdh,dhg->bijdg", edge, per_hop)
-        edge = edge.sum(-2) / hops_count.to(edge.dtype).unsqueeze(-1)
-        return edge.permute(0, 3, 1, 2).reshape(batch, heads, nodes, nodes)
+        hop_tables = torch.einsum("vh,dhg->dvg", table, per_hop).reshape(hops * vocab, heads)
+        offsets = torch.arange(hops, device=input_edges.device).mul_(vocab).view(1, 1, 1, hops, 1)
+        bags = (input_edges + offsets).reshape(batch * nodes * nodes, hops * features)
+        edge = F.embedding_bag(bags, hop_tables, mode="sum").view(batch, nodes, nodes, heads) / features
+        edge = edge / hops_count.to(edge.dtype).unsqueeze(-1)
+        return edge.permute(0, 3, 1, 2)
 
 
 class GraphormerSelfAttention(nn.Module):
