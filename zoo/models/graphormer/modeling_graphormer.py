@@ -98,7 +98,7 @@ class GraphormerAttnBias(nn.Module):
         batch, nodes = spatial_pos.shape[:2]
         virtual = self.graph_token_virtual_distance.weight.view(1, heads, 1).to(edge.dtype)
         bias = edge.new_empty(batch, heads, nodes + 1, nodes + 1)
-        torch.add(self.spatial_pos_encoder(spatial_pos).permute(0, 3, 1, 2), edge, out=bias[:, :, 1:, 1:])
+        bias[:, :, 1:, 1:] = self.spatial_pos_encoder(spatial_pos).permute(0, 3, 1, 2) + edge
         bias[:, :, 0, :] = virtual
         bias[:, :, 1:, 0] = virtual
         # The original starts from the input bias and adds it once more at the end ("reset"): twice in all.
