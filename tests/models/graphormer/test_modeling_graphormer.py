@@ -176,3 +176,34 @@ def test_classification_losses():
     regression = GraphormerForGraphRegression(GraphormerConfig(**base, num_classes=1)).eval()
     out = regression(**tiny_batch(regression.config, labels=[1.0, 2.0, 3.0]))
     torch.testing.assert_close(out.loss, (out.logits[:, 0] - torch.tensor([1.0, 2.0, 3.0])).abs().mean())
+
+
+@pytest.mark.parametrize("folder", [pytest.param(f, id=f.name) for f in sorted(FIXTURES.iterdir())
+                                    if (f / "hf_port_preprocessing.safetensors").is_file()])
+def test_transformers_4x_preprocessing_reproduced(folder, converted):
+    """Fed the port's own (shifted) preprocessing, the model gives the port's predictions too."""
+    port = load_file(folder / "hf_port_preprocessing.safetensors")
+    inputs = load_file(folder / "inputs.safetensors")
+    model = GraphormerForGraphRegression.from_pretrained(converted(folder, folder)).eval()
+    batch = {"input_nodes": port["input_nodes"], "input_edges": inputs["edge_input"], "attn_bias": port["attn_bias"],
+             "spatial_pos": port["spatial_pos"]}
+    batch.update({k: inputs[k] for k in ("in_degree", "out_degree", "attn_edge_type")})
+    with torch.no_grad():
+        logits = model(**batch).logits
+    torch.testing.assert_close(logits, port["graph_prediction"], atol=1e-5, rtol=1e-5)
+    assert (logits - load_file(folder / "expected.safetensors")["graph_prediction"]).abs().max() > 0.1
+
+
+def test_pre_ln_final_norm_is_built_but_not_applied():
+    config = GraphormerConfig(**{**TINY, "multi_hop_max_dist": 5}, pre_layernorm=True)
+    torch.manual_seed(0)
+    model = GraphormerForGraphRegression(config).eval()
+    batch = tiny_batch(config)
+    with torch.no_grad():
+        before = model(**batch).logits
+        model.graphormer.graph_encoder.final_layer_norm.weight.mul_(3.0).add_(1.0)
+        after = model(**batch).logits
+        model.graphormer.graph_encoder.layers[0].final_layer_norm.weight.mul_(3.0)
+        changed = model(**batch).logits
+    assert torch.equal(before, after)
+    assert not torch.allclose(before, changed)
