@@ -56,23 +56,26 @@ class SkippedItem:
     reason: str
 
 
-def _bucket(values: list, value: Any) -> int:
-    """ogb's safe_index: position in the list, or the trailing "misc" slot."""
-    try:
-        return values.index(value)
-    except ValueError:
-        return len(values)
+def _vocabulary(values: list) -> dict:
+    return {value: index for index, value in enumerate(values)}
+
+
+_ATOM_VOCABS = [_vocabulary(v) for v in (_ATOMIC_NUM, _CHIRALITY, _DEGREE, _FORMAL_CHARGE, _NUM_HS, _RADICAL_E,
+                                          _HYBRIDIZATION)]
+_BOND_TYPE_VOCAB = _vocabulary(_BOND_TYPE)
 
 
 def _atom_features(atom) -> list[int]:
+    """ogb atom_to_feature_vector; a value outside a vocabulary gets its trailing "misc" index."""
+    atomic, chirality, degree, charge, hydrogens, radicals, hybridization = _ATOM_VOCABS
     return [
-        _bucket(_ATOMIC_NUM, atom.GetAtomicNum()),
-        _bucket(_CHIRALITY, str(atom.GetChiralTag())),
-        _bucket(_DEGREE, atom.GetTotalDegree()),
-        _bucket(_FORMAL_CHARGE, atom.GetFormalCharge()),
-        _bucket(_NUM_HS, atom.GetTotalNumHs()),
-        _bucket(_RADICAL_E, atom.GetNumRadicalElectrons()),
-        _bucket(_HYBRIDIZATION, str(atom.GetHybridization())),
+        atomic.get(atom.GetAtomicNum(), len(atomic)),
+        chirality.get(str(atom.GetChiralTag()), len(chirality)),
+        degree.get(atom.GetTotalDegree(), len(degree)),
+        charge.get(atom.GetFormalCharge(), len(charge)),
+        hydrogens.get(atom.GetTotalNumHs(), len(hydrogens)),
+        radicals.get(atom.GetNumRadicalElectrons(), len(radicals)),
+        hybridization.get(str(atom.GetHybridization()), len(hybridization)),
         int(atom.GetIsAromatic()),
         int(atom.IsInRing()),
     ]
@@ -82,7 +85,8 @@ def _bond_features(bond) -> list[int]:
     stereo = str(bond.GetStereo())
     if stereo not in _BOND_STEREO:
         raise ValueError(f"bond stereo {stereo} is outside the ogb vocabulary")
-    return [_bucket(_BOND_TYPE, str(bond.GetBondType())), _BOND_STEREO.index(stereo), int(bond.GetIsConjugated())]
+    bond_type = _BOND_TYPE_VOCAB.get(str(bond.GetBondType()), len(_BOND_TYPE_VOCAB))
+    return [bond_type, _BOND_STEREO.index(stereo), int(bond.GetIsConjugated())]
 
 
 def molecule_to_graph(mol) -> dict[str, np.ndarray]:
@@ -334,12 +338,13 @@ class GraphormerFeaturizer(FeatureExtractionMixin):
             item_hops.append(longest if self.multi_hop_max_dist is None else min(longest, self.multi_hop_max_dist))
         hops = max(item_hops)
         nodes = path_nodes(dist, path, hops)
-        reach = np.arange(hops)[None, None, None, :] < dist[..., None]  # hop h exists on the path
-        reach &= (dist > 0)[..., None] & (dist < UNREACHABLE)[..., None]
-        graph_row = (np.arange(batch) * n * n)[:, None, None, None]
-        bond = graph_row + np.maximum(nodes[..., :-1], 0) * n + np.maximum(nodes[..., 1:], 0)
-        edge_input = edge_type.reshape(-1, n_edge_feat)[bond]
-        edge_input[~reach] = -1
+        # hop h exists exactly when the path has a node at position h + 1 (-1 past its end, on the
+        # diagonal and for unreachable pairs); missing hops read a sentinel row of -1
+        table = np.concatenate([edge_type.reshape(-1, n_edge_feat), np.full((1, n_edge_feat), -1, np.int64)])
+        start, end = nodes[..., :-1], nodes[..., 1:]
+        bond = (np.arange(batch) * n * n)[:, None, None, None] + start * n + end
+        np.copyto(bond, len(table) - 1, where=end < 0)
+        edge_input = table[bond]
         items = []
         for b, (graph, size) in enumerate(zip(graphs, sizes)):
             degree = adjacency[b, :size, :size].sum(axis=1).astype(np.int64)
@@ -386,13 +391,13 @@ class GraphormerFeaturizer(FeatureExtractionMixin):
         edge_input = np.zeros((batch, n, n, hops, n_edge_feat), dtype=np.int64)
         attn_bias = np.full((batch, n + 1, n + 1), -np.inf, dtype=np.float32)
         for b, (item, size) in enumerate(zip(items, sizes)):
-            x[b, :size] = np.asarray(item["x"]) + 1
-            in_degree[b, :size] = np.asarray(item["in_degree"]) + 1
+            np.add(item["x"], 1, out=x[b, :size])
+            np.add(item["in_degree"], 1, out=in_degree[b, :size])
             raw_spatial = np.asarray(item["spatial_pos"])
-            spatial_pos[b, :size, :size] = raw_spatial + 1
-            attn_edge_type[b, :size, :size] = np.asarray(item["attn_edge_type"])
+            np.add(raw_spatial, 1, out=spatial_pos[b, :size, :size])
+            attn_edge_type[b, :size, :size] = item["attn_edge_type"]
             item_edges = np.asarray(item["edge_input"])[:, :, :hops]
-            edge_input[b, :size, :size, :item_edges.shape[2]] = item_edges + 1
+            np.add(item_edges, 1, out=edge_input[b, :size, :size, :item_edges.shape[2]])
             bias = np.array(item["attn_bias"], dtype=np.float32)
             bias[1:, 1:][raw_spatial >= self.spatial_pos_max] = -np.inf
             attn_bias[b, :size + 1, :size + 1] = bias
