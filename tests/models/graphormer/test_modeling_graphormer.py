@@ -207,3 +207,28 @@ def test_pre_ln_final_norm_is_built_but_not_applied():
         changed = model(**batch).logits
     assert torch.equal(before, after)
     assert not torch.allclose(before, changed)
+
+
+def test_attention_bias_closed_form_single_and_multi_hop():
+    from zoo.models.graphormer.modeling_graphormer import GraphormerAttnBias
+
+    for edge_type in ("single_hop", "multi_hop"):
+        config = GraphormerConfig(**{**TINY, "multi_hop_max_dist": 5}, edge_type=edge_type)
+        torch.manual_seed(0)
+        module = GraphormerAttnBias(config)
+        for param in module.parameters():
+            torch.nn.init.normal_(param)
+        batch = tiny_batch(config, ["CCO"])
+        with torch.no_grad():
+            bias = module(batch["attn_bias"], batch["spatial_pos"], batch["input_edges"], batch["attn_edge_type"])
+        spatial = module.spatial_pos_encoder.weight[batch["spatial_pos"][0, 0, 2]]  # atoms 0 and 2: two bonds
+        if edge_type == "single_hop":
+            edge = module.edge_encoder.weight[batch["attn_edge_type"][0, 0, 2]].mean(0)  # no direct bond: row 0
+        else:
+            hops = batch["input_edges"][0, 0, 2, :2]  # the two bonds on the path C0-C1-O2
+            matrices = module.edge_dis_encoder.weight.view(-1, 4, 4)
+            edge = sum(module.edge_encoder.weight[hops[h]].mean(0) @ matrices[h] for h in range(2)) / 2
+        torch.testing.assert_close(bias[0, :, 1, 3], spatial + edge)
+        virtual = module.graph_token_virtual_distance.weight[0]
+        torch.testing.assert_close(bias[0, :, 0, 2], virtual)
+        torch.testing.assert_close(bias[0, :, 3, 0], virtual)
