@@ -7,7 +7,16 @@ STAMP := $(VENV)/.zoo-installed
 
 .PHONY: demo test lint clean-venv
 
+# Debian packages the tests and the demo use: chromium (hub browse-page tests), espeak-ng (PriorGrad's
+# offline speech), fortunes (NAS-BERT's text classification recipe). Installed when apt-get is usable and
+# they are missing; otherwise the tests that need them skip.
+SYSTEM_PACKAGES ?= chromium espeak-ng fortunes
+
 $(STAMP): pyproject.toml
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	elif [ -n "$$missing" ]; then echo "note: missing system packages:$$missing (their tests skip)"; fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"

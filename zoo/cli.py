@@ -72,8 +72,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from zoo import demo
 
     workdir = Path(args.workdir)
-    rows = demo.run_demos(workdir, families=args.family or None, quick=args.quick)
-    print(demo.format_rows(rows))
+    if not demo.list_demos():
+        print("zoo demo: no family has registered a demo yet", file=sys.stderr)
+        return 1
+    rows, url = demo.run_demos_on_hub(workdir, families=args.family or None, quick=args.quick,
+                                      serve_forever=args.serve)
+    if not args.serve:
+        print(demo.format_rows(rows))
+        print(f"browse: {url}  (serve it again: zoo hub serve --root {workdir / 'hub'} --port {url.rstrip('/').rsplit(':', 1)[1]})")
     return 0 if all(row.ok for row in rows) else 1
 
 
@@ -118,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="demo_output")
     p.add_argument("--family", action="append", help="only this family (repeatable)")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--serve", action="store_true", help="keep the local hub serving after the table (Ctrl-C)")
 
     sub.add_parser("hub", help="local Hub-compatible server: zoo hub serve [--root DIR] [--port N]")
     return parser

@@ -10,6 +10,7 @@ id with `from_pretrained` and predicts on a real input.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoResult", "DemoRow", "list_demos", "register_demo", "run_demos"]
+__all__ = ["DemoResult", "DemoRow", "list_demos", "register_demo", "run_demos", "run_demos_on_hub"]
 
 
 @dataclass
@@ -80,9 +81,60 @@ def run_demos(
 
 
 def format_rows(rows: list[DemoRow]) -> str:
-    lines = [f"{'family':<14} {'status':<7} {'time':>7}  prediction / error", "-" * 90]
+    repos = any(row.summary.get("repo") for row in rows)
+    head = f"{'family':<14} {'status':<7} {'time':>7}  " + (f"{'repo':<26} " if repos else "")
+    lines = [head + "prediction / error", "-" * 100]
     for row in rows:
         status = "ok" if row.ok else "FAILED"
         text = row.prediction if row.ok else row.error
-        lines.append(f"{row.family:<14} {status:<7} {row.seconds:>6.1f}s  {text}")
+        repo = f"{row.summary.get('repo') or '-':<26} " if repos else ""
+        lines.append(f"{row.family:<14} {status:<7} {row.seconds:>6.1f}s  {repo}{text}")
     return "\n".join(lines)
+
+
+def run_demos_on_hub(
+    workdir: Path,
+    families: list[str] | None = None,
+    quick: bool = False,
+    *,
+    namespace: str = "zoo-demo",
+    serve_forever: bool = False,
+) -> tuple[list[DemoRow], str]:
+    """`zoo demo`: start a local hub on a free loopback port, publish each family's demo folder to it with
+    the hub_upload logic (validate, one commit, tag "demo"), reload it with from_pretrained from the hub,
+    predict, and return the rows and the browse URL.
+
+    The hub stores its data in `workdir/hub`; with `serve_forever` it keeps serving after the table is
+    printed (Ctrl-C to stop), otherwise it stops and `zoo hub serve --root workdir/hub` serves it again.
+
+        rows, url = run_demos_on_hub(Path("demo_output"), quick=True)
+    """
+    from .hub import hub_session, upload_folder
+    from .hub_server import LocalHub
+
+    workdir = Path(workdir)
+    hub = LocalHub.start(workdir / "hub")
+    try:
+        published: dict[str, str] = {}
+
+        def publish(family: str, folder: Path) -> str:
+            repo_id = f"{namespace}/{family}"
+            result = upload_folder(folder, repo_id, tag=None, endpoint=hub.url, token=hub.token,
+                                   commit_message=f"zoo demo: {family}")
+            published[family] = result.commit or ""
+            return repo_id
+
+        with hub_session(hub.url, hub.token):
+            rows = run_demos(workdir, families=families, quick=quick, publish=publish)
+        for row in rows:
+            if row.family in published:
+                row.summary = {**row.summary, "repo": f"{namespace}/{row.family}", "commit": published[row.family]}
+        url = f"{hub.url}/"
+        if serve_forever:
+            print(format_rows(rows))
+            print(f"browse: {url}  (Ctrl-C to stop)", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                hub.process.wait()
+        return rows, url
+    finally:
+        hub.stop()

@@ -19,13 +19,15 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import EvalPrediction, Trainer, TrainingArguments
 
 from .fileio import atomic_write_json, staged_folder
 from .registry import create_model, model_info
+
+if TYPE_CHECKING:  # the Trainer stack is imported when a run starts, not on `import zoo`
+    from transformers import EvalPrediction
 
 __all__ = ["Recipe", "RecipeData", "RecipeOptions", "finetune", "get_recipe", "list_recipes", "register_recipe"]
 
@@ -49,7 +51,7 @@ class RecipeData:
     eval: Sequence[dict[str, Any]]
     collator: Callable[[list[dict[str, Any]]], dict[str, Any]]
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. num_labels, problem_type
-    compute_metrics: Callable[[EvalPrediction], dict[str, float]] | None = None
+    compute_metrics: Callable[["EvalPrediction"], dict[str, float]] | None = None
     metric_for_best_model: str | None = None  # e.g. "roc_auc"; reported first in the card
     processor: Any = None  # tokenizer / featurizer saved next to the weights
     # For the card's model-index: {"task_type", "dataset_type", "dataset_name", "dataset_split",
@@ -171,6 +173,8 @@ def finetune(
     Returns the metrics written to `out_dir/metrics.json`. Started under `torchrun` or
     `accelerate launch`, the Trainer trains data-parallel and only the main process writes.
     """
+    from transformers import Trainer, TrainingArguments
+
     from .hub import METRICS_FILE, write_card
 
     entry = model_info(variant)

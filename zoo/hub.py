@@ -1,15 +1,27 @@
-"""Model cards for zoo folders (the rest of the Hub tooling builds on these).
+"""Model cards, folder validation, and upload/download helpers for zoo folders.
 
-    from zoo.hub import write_card
+    from zoo.hub import write_card, validate_folder, upload_folder, download_folder
     write_card("converted/musicbert_base", variant="musicbert_base")
+    validate_folder("converted/musicbert_base")            # raises FolderValidationError listing problems
+    result = upload_folder("converted/musicbert_base", "org/musicbert-base", tag="v1.0")
+    print(result.commit, result.url)
+
+Endpoint and token come from HF_ENDPOINT / HF_TOKEN (or the `endpoint=` / `token=` arguments), so the same
+calls publish to the real Hub or to a local `zoo hub serve`.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import json
 import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -17,15 +29,20 @@ from .auto import families
 from .fileio import atomic_write_text, sha256_file
 from .registry import model_info
 
-__all__ = ["CARDS_DIR", "card_template", "folder_files", "render_card", "write_card"]
+__all__ = [
+    "CARDS_DIR", "FolderCheck", "FolderValidationError", "UploadResult", "card_template", "download_folder",
+    "folder_files", "hub_session", "pipeline_tag_for", "render_card", "upload_folder", "validate_folder",
+    "write_card",
+]
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "cards"
 CONVERSION_FILE = "conversion.json"  # written by converters: source checkpoint, command, parity check
 METRICS_FILE = "metrics.json"  # written by `zoo finetune`: dataset, split, metric values
 
 
-def card_template(family: str) -> Path:
-    path = CARDS_DIR / f"{family}.md"
+def card_template(family: str, template_dir: str | os.PathLike | None = None) -> Path:
+    """The card template of a family: `template_dir/<family>.md` (default: the repo's cards/ folder)."""
+    path = Path(template_dir or CARDS_DIR) / f"{family}.md"
     if not path.is_file():
         raise FileNotFoundError(f"no card template for family '{family}' (expected {path})")
     return path
@@ -77,13 +94,16 @@ def render_card(
     base_model: str | None = None,
     extra: dict[str, Any] | None = None,
     template: str | os.PathLike | None = None,
+    template_dir: str | os.PathLike | None = None,
 ) -> ModelCard:
     """Render the family's card template for a zoo folder (config.json present, weights written).
 
     The template (cards/<family>.md, Jinja2) receives: repo_id, variant, entry (the registry entry as a
     dict, or None), family, config (config.json), architecture, conversion (conversion.json),
     metrics (metrics.json), files (name/size/sha256 rows) and everything in `extra`. `template`
-    replaces the family's template file.
+    replaces the family's template file; `template_dir` looks for `<family>.md` there instead of cards/.
+    The metadata's pipeline_tag comes from `extra["pipeline_tag"]`, metrics.json, or the registry
+    entry's task / the architecture's Auto class (`pipeline_tag_for`).
     """
     folder = Path(folder)
     config = _read_json(folder / "config.json")
@@ -100,7 +120,8 @@ def render_card(
         library_name="transformers",
         license=entry.license if entry else "mit",
         tags=tags,
-        pipeline_tag=(extra or {}).get("pipeline_tag"),
+        pipeline_tag=(extra or {}).get("pipeline_tag") or metrics.get("pipeline_tag")
+        or pipeline_tag_for(config, entry.task if entry else None),
         base_model=base_model or metrics.get("base_model"),
         datasets=metrics.get("datasets"),
         model_name=repo_id,
@@ -108,7 +129,7 @@ def render_card(
     )
     return ModelCard.from_template(
         card_data,
-        template_path=str(template or card_template(family)),
+        template_path=str(template or card_template(family, template_dir)),
         repo_id=repo_id,
         variant=variant,
         entry=entry.to_dict() if entry else None,
@@ -126,3 +147,420 @@ def write_card(folder: str | os.PathLike, **kwargs: Any) -> Path:
     """Render the card (see `render_card`) and write it atomically to `folder/README.md`."""
     card = render_card(folder, **kwargs)
     return atomic_write_text(Path(folder) / "README.md", str(card))
+
+
+# --------------------------------------------------------------------------------------------- metadata
+# Hub pipeline tags that zoo models use, and how registry tasks / Auto classes map onto them.
+PIPELINE_TAGS = {
+    "audio-classification", "audio-to-audio", "feature-extraction", "fill-mask", "graph-ml",
+    "image-classification", "sentence-similarity", "tabular-classification", "tabular-regression",
+    "text-classification", "text-generation", "text-to-audio", "text-to-speech", "token-classification",
+    "question-answering", "zero-shot-classification",
+}
+_TASK_PIPELINE = {
+    "pre-training": "feature-extraction", "mel-to-waveform": "audio-to-audio", "vocoder": "audio-to-audio",
+    "language-modeling": "text-generation", "masked-language-modeling": "fill-mask",
+}
+_AUTO_CLASS_PIPELINE = {
+    "AutoModelForPreTraining": "feature-extraction",
+    "AutoModel": "feature-extraction",
+    "AutoModelForSequenceClassification": "text-classification",
+    "AutoModelForTokenClassification": "token-classification",
+    "AutoModelForMaskedLM": "fill-mask",
+    "AutoModelForCausalLM": "text-generation",
+    "AutoModelForQuestionAnswering": "question-answering",
+    "AutoModelForImageClassification": "image-classification",
+    "AutoModelForAudioClassification": "audio-classification",
+    "AutoModelForTextToWaveform": "text-to-audio",
+    "AutoModelForTextToSpectrogram": "text-to-speech",
+}
+
+
+def pipeline_tag_for(config: dict[str, Any], task: str | None = None) -> str | None:
+    """The Hub pipeline_tag for a folder: the registry task when it is one, graph tasks -> graph-ml,
+    else the pipeline of the Auto class that `auto_map` gives the architecture.
+
+        pipeline_tag_for({"architectures": ["ToyModel"], "auto_map": {"AutoModel": "modeling_toy.ToyModel"}})
+        # 'feature-extraction'
+    """
+    if task in PIPELINE_TAGS:
+        return task
+    if task in _TASK_PIPELINE:
+        return _TASK_PIPELINE[task]
+    if task and any(word in task for word in ("graph", "molecul", "is2re", "s2ef")):
+        return "graph-ml"
+    architecture = (config.get("architectures") or [None])[0]
+    for auto_name, ref in (config.get("auto_map") or {}).items():
+        if architecture and isinstance(ref, str) and ref.rsplit(".", 1)[-1] == architecture:
+            return _AUTO_CLASS_PIPELINE.get(auto_name)
+    return None
+
+
+# --------------------------------------------------------------------------------------------- validation
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill", ".npy", ".npz")
+REQUIRED_CARD_METADATA = ("library_name", "license", "tags", "pipeline_tag")
+
+
+class FolderValidationError(ValueError):
+    """A folder is not fit to publish; `problems` lists every reason found (not just the first)."""
+
+    def __init__(self, folder: Path, problems: list[str]):
+        self.folder = folder
+        self.problems = problems
+        super().__init__(f"{folder} is not ready to publish:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass
+class FolderCheck:
+    """What `validate_folder` found: the files, the loaded config/model class, the card metadata."""
+
+    folder: Path
+    files: list[dict[str, Any]]
+    config: dict[str, Any]
+    model_class: str | None = None
+    remote_code_files: list[str] = field(default_factory=list)
+    card_metadata: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _pickle_problem(path: Path, rel: str) -> str | None:
+    if rel.lower().endswith(PICKLE_SUFFIXES):
+        return f"{rel}: pickle-based format ({path.suffix}) is not allowed; save weights as safetensors"
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return f"{rel}: file content is a Python pickle (protocol {head[1]}); pickles run code when loaded"
+    if head == b"PK\x03\x04":
+        with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(path) as archive:
+            pickled = [n for n in archive.namelist() if n.endswith((".pkl", ".pickle"))]
+            if pickled:
+                return f"{rel}: zip archive holding pickles ({pickled[0]}), e.g. a torch.save file"
+    return None
+
+
+def _auto_map_refs(folder: Path) -> list[tuple[str, str, str]]:
+    """(source file, auto class, 'module.Class') for every auto_map entry of the folder's JSON files."""
+    refs = []
+    for name in ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json",
+                 "feature_extractor_config.json"):
+        data = _read_json(folder / name)
+        for auto_name, value in (data.get("auto_map") or {}).items():
+            for ref in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(ref, str) and "--" not in ref:  # "other/repo--module.Class" lives elsewhere
+                    refs.append((name, auto_name, ref))
+    return refs
+
+
+def _check_remote_code(folder: Path, problems: list[str]) -> list[str]:
+    """Every module that auto_map names exists, defines the class, and its relative imports exist too."""
+    needed: list[str] = []
+    for source, auto_name, ref in _auto_map_refs(folder):
+        module, _, class_name = ref.rpartition(".")
+        path = folder / f"{module.replace('.', '/')}.py"
+        if not path.is_file():
+            problems.append(f"{source}: auto_map {auto_name} -> {ref}, but {path.name} is not in the folder")
+            continue
+        try:
+            tree = ast.parse(path.read_text(), filename=str(path))
+        except SyntaxError as err:
+            problems.append(f"{path.name}: does not parse ({err})")
+            continue
+        defined = {n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+        defined |= {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
+        if class_name not in defined:
+            problems.append(f"{path.name}: auto_map {auto_name} names {class_name}, which it does not define")
+        needed.append(path.name)
+    seen: set[str] = set()
+    queue = list(dict.fromkeys(needed))
+    while queue:
+        name = queue.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = folder / name
+        if not path.is_file():
+            continue
+        with contextlib.suppress(SyntaxError):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                    dep = f"{node.module.replace('.', '/')}.py"
+                    if not (folder / dep).is_file():
+                        problems.append(f"{name}: imports .{node.module}, but {dep} is not in the folder")
+                    else:
+                        queue.append(dep)
+    return sorted(seen)
+
+
+def _weight_files(folder: Path, problems: list[str]) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            problems.append(f"model.safetensors.index.json names missing shards: {', '.join(missing)}")
+        return [folder / s for s in shards if (folder / s).is_file()]
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        problems.append("no model.safetensors (or model.safetensors.index.json): weights must be safetensors")
+        return []
+    return [single]
+
+
+def _load_model_strictly(folder: Path, config: dict[str, Any], problems: list[str]) -> str | None:
+    import transformers
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    native = model_type in CONFIG_MAPPING
+    remote = not native and bool(config.get("auto_map"))
+    if not native and not remote:
+        problems.append(f"config.json: model_type {model_type!r} is not registered and there is no auto_map")
+        return None
+    try:
+        loaded_config = AutoConfig.from_pretrained(folder, trust_remote_code=remote)
+    except Exception as err:  # noqa: BLE001 - reported as a validation problem
+        problems.append(f"config.json does not load with AutoConfig: {type(err).__name__}: {err}")
+        return None
+    architecture = (config.get("architectures") or [None])[0]
+    if architecture is None:
+        problems.append("config.json has no 'architectures'; save the model with save_pretrained")
+        return None
+    model_class = None
+    if native:
+        for family in families().values():
+            if family.config_class.model_type == model_type:
+                model_class = family.model_classes.get(architecture)
+        if model_class is None:
+            model_class = getattr(transformers, architecture, None)
+    else:
+        auto_name = next((k for k, v in config["auto_map"].items() if str(v).rsplit(".", 1)[-1] == architecture), None)
+        model_class = getattr(transformers, auto_name) if auto_name else None
+    if model_class is None:
+        problems.append(f"config.json: architecture {architecture} is not a known class of {model_type!r}")
+        return None
+    try:
+        kwargs = {"trust_remote_code": True} if remote else {}
+        _, info = model_class.from_pretrained(folder, config=loaded_config, output_loading_info=True, **kwargs)
+    except Exception as err:  # noqa: BLE001
+        problems.append(f"weights do not load into {architecture}: {type(err).__name__}: {err}")
+        return architecture
+    for key, label in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"),
+                       ("mismatched_keys", "shape-mismatched"), ("error_msgs", "errors")):
+        values = sorted(map(str, info.get(key) or []))
+        if values:
+            shown = ", ".join(values[:8]) + (f" (+{len(values) - 8} more)" if len(values) > 8 else "")
+            problems.append(f"weights do not load strictly into {architecture}: {label} keys: {shown}")
+    return architecture
+
+
+def _check_card(folder: Path, problems: list[str]) -> dict[str, Any]:
+    readme = folder / "README.md"
+    if not readme.is_file():
+        problems.append("no README.md: render the card first (zoo.hub.write_card(folder, variant=...))")
+        return {}
+    try:
+        card = ModelCard.load(readme, ignore_metadata_errors=False)
+    except Exception as err:  # noqa: BLE001
+        problems.append(f"README.md metadata does not parse: {type(err).__name__}: {err}")
+        return {}
+    metadata = card.data.to_dict()
+    missing = [key for key in REQUIRED_CARD_METADATA if not metadata.get(key)]
+    if missing:
+        problems.append(f"README.md metadata lacks {', '.join(missing)}")
+    metrics = _read_json(folder / METRICS_FILE)
+    if metrics.get("base_model") and not metadata.get("base_model"):
+        problems.append(f"README.md metadata lacks base_model (metrics.json says {metrics['base_model']})")
+    if metrics.get("results") and not metadata.get("model-index"):
+        problems.append("README.md metadata lacks model-index although metrics.json has evaluation results")
+    if not card.text.strip():
+        problems.append("README.md has metadata but no card text")
+    return metadata
+
+
+def validate_folder(folder: str | os.PathLike, *, load_weights: bool = True) -> FolderCheck:
+    """Check a folder before publishing; raises FolderValidationError listing every problem found.
+
+    Checks: config.json loads through AutoConfig; weights are safetensors and load strictly (no missing,
+    unexpected or mismatched keys) into the config's architecture; no pickle files (by suffix or by
+    content); README.md has complete metadata (library_name, license, tags, pipeline_tag, base_model and
+    model-index where metrics.json calls for them); every module that auto_map names is present.
+
+        check = validate_folder("converted/toy")
+        print(check.model_class, check.remote_code_files)
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FolderValidationError(folder, [f"{folder} is not a folder"])
+    problems: list[str] = []
+    files = folder_files(folder)
+    readme = folder / "README.md"
+    if readme.is_file():
+        files.append({"name": "README.md", "size": readme.stat().st_size, "sha256": sha256_file(readme)})
+    for row in files:
+        problem = _pickle_problem(folder / row["name"], row["name"])
+        if problem:
+            problems.append(problem)
+    config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    if not config:
+        problems.append("no config.json")
+    remote_files = _check_remote_code(folder, problems)
+    weights = _weight_files(folder, problems)
+    for path in weights:
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                list(handle.keys())
+        except Exception as err:  # noqa: BLE001
+            problems.append(f"{path.name}: not a readable safetensors file ({err})")
+    model_class = None
+    if config and weights and load_weights and not any("safetensors file" in p for p in problems):
+        model_class = _load_model_strictly(folder, config, problems)
+    metadata = _check_card(folder, problems)
+    check = FolderCheck(folder, sorted(files, key=lambda r: r["name"]), config, model_class, remote_files,
+                        metadata, problems)
+    if problems:
+        raise FolderValidationError(folder, problems)
+    return check
+
+
+# --------------------------------------------------------------------------------------------- client
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+def _is_real_hub(endpoint: str) -> bool:
+    return endpoint.rstrip("/") in (DEFAULT_ENDPOINT, "https://hub-ci.huggingface.co")
+
+
+@contextlib.contextmanager
+def hub_session(endpoint: str | None = None, token: str | None = None) -> Iterator[str]:
+    """Point huggingface_hub (and transformers) at `endpoint` for the duration of the block.
+
+    huggingface_hub reads HF_ENDPOINT once at import; this also patches its constants, turns offline
+    mode off, and for any endpoint other than the real Hub disables Xet (a local `zoo hub serve` speaks
+    regular LFS only). Environment variables are set too, for subprocesses. Yields the endpoint.
+
+        with hub_session("http://127.0.0.1:8000", token):
+            model = AutoModel.from_pretrained("org/toy", revision="v1")
+    """
+    from huggingface_hub import constants
+
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    host = urlsplit(endpoint).hostname or ""
+    patches: dict[str, Any] = {
+        "ENDPOINT": endpoint,
+        "HUGGINGFACE_CO_URL_TEMPLATE": endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+        "HF_URL_HOSTS": frozenset(set(getattr(constants, "HF_URL_HOSTS", frozenset())) | {host}),
+        "HF_HUB_OFFLINE": False,
+    }
+    env = {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0"}
+    if not _is_real_hub(endpoint):
+        patches["HF_HUB_DISABLE_XET"] = True
+        env["HF_HUB_DISABLE_XET"] = "1"
+    if token is not None:
+        env["HF_TOKEN"] = token
+    saved = {name: getattr(constants, name) for name in patches if hasattr(constants, name)}
+    saved_env = {name: os.environ.get(name) for name in env}
+    try:
+        for name, value in patches.items():
+            setattr(constants, name, value)
+        os.environ.update(env)
+        yield endpoint
+    finally:
+        for name in patches:
+            if name in saved:
+                setattr(constants, name, saved[name])
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@dataclass
+class UploadResult:
+    """What `upload_folder` did (or, with dry_run, would do)."""
+
+    repo_id: str
+    url: str  # the repo's page (browse page on a local hub)
+    commit: str | None  # commit id; None for a dry run
+    commit_url: str | None
+    revision: str
+    tag: str | None
+    files: list[dict[str, Any]]
+    dry_run: bool = False
+
+
+def upload_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    tag: str | None = None,
+    private: bool = False,
+    commit_message: str | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+    dry_run: bool = False,
+    validate: bool = True,
+) -> UploadResult:
+    """Validate `folder`, then publish it to `repo_id` in ONE commit (optionally on a branch, then tagged).
+
+    Creates the repo if needed (`private` applies to a new repo), creates `revision` as a branch from
+    main if it does not exist, sends weights, config, code, processor files and README.md together in
+    one commit, and tags that commit with `tag`. Nothing is committed unless every file was uploaded
+    first, so a failed upload leaves the repo as it was.
+
+        result = upload_folder("converted/toy", "org/toy", tag="v1")
+        print(result.commit, result.url)
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    folder = Path(folder)
+    if validate:
+        files = validate_folder(folder).files
+    else:
+        files = folder_files(folder) + (
+            [{"name": "README.md", "size": (folder / "README.md").stat().st_size,
+              "sha256": sha256_file(folder / "README.md")}] if (folder / "README.md").is_file() else []
+        )
+    branch = revision or "main"
+    with hub_session(endpoint, token) as url:
+        repo_url = f"{url}/{repo_id}"
+        if dry_run:
+            return UploadResult(repo_id, repo_url, None, None, branch, tag, files, dry_run=True)
+        api = HfApi(endpoint=url, token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if branch != "main":
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+        operations = [CommitOperationAdd(path_in_repo=row["name"], path_or_fileobj=str(folder / row["name"]))
+                      for row in files]
+        message = commit_message or f"Upload {folder.name} with zoo hub_upload"
+        info = api.create_commit(repo_id, operations=operations, commit_message=message, revision=branch)
+        if tag:
+            api.create_tag(repo_id, tag=tag, revision=info.oid)
+    return UploadResult(repo_id, repo_url, info.oid, info.commit_url, branch, tag, files)
+
+
+def download_folder(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    local_dir: str | os.PathLike | None = None,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> Path:
+    """snapshot_download a repo at `revision` (branch, tag or commit) and return the local folder.
+
+        path = download_folder("org/toy", revision="v1")
+    """
+    from huggingface_hub import snapshot_download
+
+    with hub_session(endpoint, token):
+        path = snapshot_download(repo_id, revision=revision, local_dir=local_dir, token=token)
+    return Path(path)

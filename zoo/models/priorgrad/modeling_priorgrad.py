@@ -1,0 +1,614 @@
+"""PriorGrad: a DiffWave-style diffusion vocoder whose Gaussian prior follows the mel energy.
+
+`PriorGradModel` is the noise predictor eps_theta(x_t, mel, t) with the original module layout (so
+original state-dict keys map one to one). `PriorGradVocoder` adds the data-dependent prior, the training
+loss weighted by the inverse prior and `generate`, the reverse process with the original fast
+schedules, batching of clips of different lengths and chunked inference of long inputs.
+
+    from zoo.models.priorgrad import PriorGradConfig, PriorGradVocoder
+    vocoder = PriorGradVocoder(PriorGradConfig(energy_min=0.03, energy_max=4.7))
+    waveform = vocoder.generate(log_mel, num_inference_steps=6).waveform   # log_mel: [n_mels, frames]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput, logging
+
+from .configuration_priorgrad import FAST_SCHEDULES, PriorGradConfig
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "PriorGradGenerateOutput", "PriorGradModel", "PriorGradModelOutput", "PriorGradPreTrainedModel",
+    "PriorGradVocoder", "PriorGradVocoderOutput", "continuous_step_index", "inference_schedule",
+    "prior_std_from_log_mel", "step_embedding_table",
+]
+
+STEP_EMBEDDING_DIM = 128
+STEP_HIDDEN_DIM = 512
+
+
+def step_embedding_table(num_steps: int) -> torch.Tensor:
+    """Sinusoidal table [num_steps, 128] of the diffusion-step embedding (float32, on the CPU).
+
+    The float32 operation order matters: entries reach sin(49 * 10^4) where one ulp of the frequency
+    changes the value, so the frequencies are formed exactly as the original forms them.
+    """
+    steps = torch.arange(num_steps, device="cpu").unsqueeze(1)
+    frequencies = 10.0 ** (torch.arange(64, device="cpu").unsqueeze(0) * 4.0 / 63.0)
+    angles = steps * frequencies
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+def prior_std_from_log_mel(
+    log_mel: torch.Tensor,
+    energy_min: float,
+    energy_max: float,
+    max_energy_override: float | None,
+    std_min: float,
+) -> torch.Tensor:
+    """Per-frame prior standard deviation [..., frames] from a natural-log mel [..., n_mels, frames].
+
+    Frame energy e = sqrt(sum_mels exp(log_mel)); with an override, e = min(e, override) and the
+    override replaces the training-set maximum; std = max((e - e_min) / (e_max - e_min), std_min).
+    """
+    energy = log_mel.exp().sum(-2).sqrt()
+    if max_energy_override is not None:
+        energy = torch.clamp(energy, None, max_energy_override)
+        energy_max = max_energy_override
+    return torch.clamp((energy - energy_min) / (energy_max - energy_min), std_min, None)
+
+
+def inference_schedule(config: PriorGradConfig, num_inference_steps: int | None = None, full: bool = False) -> list[float]:
+    """The betas of a reverse process, as the original inference script picks them.
+
+    `full=True`: the training schedule itself (the original's sampling without `--fast`). Otherwise
+    `num_inference_steps` 6 or 12: the official fast schedules; any other N: linspace(1e-4, 0.05, N);
+    None: the config's `inference_noise_schedule`.
+    """
+    if full:
+        return list(config.noise_schedule)
+    if num_inference_steps is None:
+        return list(config.inference_noise_schedule)
+    if num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+    if num_inference_steps in FAST_SCHEDULES:
+        return list(FAST_SCHEDULES[num_inference_steps])
+    return np.linspace(1e-4, 0.05, num_inference_steps).tolist()
+
+
+def continuous_step_index(training_betas: Sequence[float], inference_betas: Sequence[float]) -> np.ndarray:
+    """For each inference step, the fractional training step t whose noise level matches (float32).
+
+    gamma_s = prod(1 - inference_betas[:s+1]) falls between abar_{t+1} and abar_t; the index is t plus the
+    position of sqrt(gamma_s) between sqrt(abar_t) and sqrt(abar_{t+1}). A schedule whose noise level
+    lies outside the training range has no index and is an error.
+    """
+    abar = np.cumprod(1 - np.asarray(training_betas, dtype=np.float64))
+    gamma = np.cumprod(1 - np.asarray(inference_betas, dtype=np.float64))
+    steps = []
+    for s, level in enumerate(gamma):
+        for t in range(len(abar) - 1):
+            if abar[t + 1] <= level <= abar[t]:
+                fraction = (abar[t] ** 0.5 - level ** 0.5) / (abar[t] ** 0.5 - abar[t + 1] ** 0.5)
+                steps.append(t + fraction)
+                break
+        else:
+            raise ValueError(
+                f"inference step {s}: cumulative noise level {level:.6g} is outside the training schedule's "
+                f"range [{abar[-1]:.6g}, {abar[0]:.6g}]; choose betas the model was trained to denoise"
+            )
+    return np.array(steps, dtype=np.float32)
+
+
+@dataclass
+class PriorGradModelOutput(ModelOutput):
+    """Noise predicted by eps_theta, [batch, 1, samples]."""
+
+    predicted_noise: torch.Tensor | None = None
+
+
+@dataclass
+class PriorGradVocoderOutput(ModelOutput):
+    """Training-loss pass: loss (with labels), predicted noise [B, 1, L], the noisy input x_t [B, L], the
+    scaled noise target [B, L], the per-sample prior std [B, L] and the diffusion steps used [B]."""
+
+    loss: torch.Tensor | None = None
+    predicted_noise: torch.Tensor | None = None
+    noisy_audio: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
+    target_std: torch.Tensor | None = None
+    diffusion_step: torch.Tensor | None = None
+
+
+@dataclass
+class PriorGradGenerateOutput(ModelOutput):
+    """`generate` result: waveform [B, max samples] (zero after each clip's end), `lengths` in samples [B],
+    the continuous step index fed to the network per call (`reverse_steps`, call order) and, when asked,
+    the network input at every call (`states`, [calls, B, max samples])."""
+
+    waveform: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
+    reverse_steps: torch.Tensor | None = None
+    states: torch.Tensor | None = None
+
+
+def _sample_mask(frame_lengths: torch.Tensor, frames: int, per_frame: int) -> torch.Tensor:
+    positions = torch.arange(frames * per_frame, device=frame_lengths.device)
+    return (positions.unsqueeze(0) < frame_lengths.unsqueeze(1) * per_frame).unsqueeze(1)
+
+
+class PriorGradDiffusionEmbedding(nn.Module):
+    """Sinusoidal step embedding + two SiLU projections; float steps interpolate between table rows."""
+
+    def __init__(self, num_steps: int):
+        super().__init__()
+        self.num_steps = num_steps
+        # Non-persistent (the original does not save it): `_init_weights` refills it after meta-device loading.
+        self.register_buffer("embedding", step_embedding_table(num_steps), persistent=False)
+        self.projection1 = nn.Linear(STEP_EMBEDDING_DIM, STEP_HIDDEN_DIM)
+        self.projection2 = nn.Linear(STEP_HIDDEN_DIM, STEP_HIDDEN_DIM)
+
+    def forward(self, diffusion_step: torch.Tensor) -> torch.Tensor:
+        if diffusion_step.is_floating_point():
+            low = torch.floor(diffusion_step).long()
+            high = torch.ceil(diffusion_step).long()
+            weight = (diffusion_step - low).unsqueeze(-1)
+            x = self.embedding[low] + (self.embedding[high] - self.embedding[low]) * weight
+        else:
+            x = self.embedding[diffusion_step]
+        x = F.silu(self.projection1(x))
+        return F.silu(self.projection2(x))
+
+
+class PriorGradSpectrogramUpsampler(nn.Module):
+    """Two stride-16 transposed convolutions over (channel, time): frames -> samples (x256)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.ConvTranspose2d(1, 1, [3, 32], stride=[1, 16], padding=[1, 8])
+        self.conv2 = nn.ConvTranspose2d(1, 1, [3, 32], stride=[1, 16], padding=[1, 8])
+
+    def forward(self, x: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        frames = x.shape[-1]
+        x = x.unsqueeze(1)
+        if frame_lengths is not None:
+            # Zeroed padding contributes nothing, exactly as absent frames do in an unpadded clip.
+            x = x * _sample_mask(frame_lengths, frames, 1).unsqueeze(1)
+        x = F.leaky_relu(self.conv1(x), 0.4)
+        if frame_lengths is not None:
+            x = x * _sample_mask(frame_lengths, frames, 16).unsqueeze(1)
+        x = F.leaky_relu(self.conv2(x), 0.4)
+        return x.squeeze(1)
+
+
+class PriorGradResidualBlock(nn.Module):
+    """Dilated conv + step embedding + (global) conditioning, gated tanh, residual and skip outputs."""
+
+    def __init__(self, conditioner_channels: int, residual_channels: int, dilation: int, global_channels: int | None):
+        super().__init__()
+        self.dilated_conv = nn.Conv1d(
+            residual_channels, 2 * residual_channels, 3, padding=dilation, dilation=dilation
+        )
+        self.diffusion_projection = nn.Linear(STEP_HIDDEN_DIM, residual_channels)
+        self.conditioner_projection = nn.Conv1d(conditioner_channels, 2 * residual_channels, 1)
+        if global_channels is not None:
+            self.conditioner_projection_global = nn.Conv1d(global_channels, 2 * residual_channels, 1)
+        self.output_projection = nn.Conv1d(residual_channels, 2 * residual_channels, 1)
+
+    def forward(self, x, conditioner, step, global_conditioner=None, mask=None):
+        y = x + self.diffusion_projection(step).unsqueeze(-1)
+        if mask is not None:
+            # Zero past each clip's end, like the convolution's own zero padding of an unpadded clip.
+            y = y * mask
+        y = self.dilated_conv(y) + self.conditioner_projection(conditioner)
+        if global_conditioner is not None:
+            y = y + self.conditioner_projection_global(global_conditioner)
+        gate, filt = torch.chunk(y, 2, dim=1)
+        y = self.output_projection(torch.sigmoid(gate) * torch.tanh(filt))
+        residual, skip = torch.chunk(y, 2, dim=1)
+        return (x + residual) / math.sqrt(2.0), skip
+
+
+class PriorGradPreTrainedModel(PreTrainedModel):
+    config_class = PriorGradConfig
+    base_model_prefix = "priorgrad"
+    main_input_name = "spectrogram"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The original: kaiming-normal Conv1d weights, PyTorch defaults elsewhere, zero final projection.
+        if isinstance(module, nn.Conv1d):
+            if getattr(module, "zero_init", False):
+                init.zeros_(module.weight)
+            else:
+                init.kaiming_normal_(module.weight)
+        elif isinstance(module, (nn.Linear, nn.ConvTranspose2d)):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+        if isinstance(module, (nn.Conv1d, nn.Linear, nn.ConvTranspose2d)) and module.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            init.uniform_(module.bias, -bound, bound)
+        if isinstance(module, PriorGradDiffusionEmbedding):
+            init.copy_(module.embedding, step_embedding_table(module.num_steps))
+
+
+class PriorGradModel(PriorGradPreTrainedModel):
+    """The noise predictor eps_theta(x_t, mel, t), layer for layer the original `PriorGrad` module.
+
+    Inputs: `audio` [B, L] (noisy waveform), `spectrogram` [B, C, frames] with L = 256 * frames and
+    C = n_mels (+1 with `condition_prior`), `diffusion_step` [B] or [1]: int64 table rows or float
+    continuous steps, `global_cond` [B, 1, frames] with `condition_prior_global`. `frame_lengths` [B]
+    marks clips padded to a common length; outputs inside each clip then equal unpadded ones.
+
+        model = PriorGradModel(PriorGradConfig(residual_layers=4, residual_channels=16))
+        eps = model(torch.zeros(1, 512), torch.zeros(1, 80, 2), torch.tensor([3])).predicted_noise
+    """
+
+    def __init__(self, config: PriorGradConfig):
+        super().__init__(config)
+        global_channels = 1 if config.condition_prior_global else None
+        self.input_projection = nn.Conv1d(1, config.residual_channels, 1)
+        self.diffusion_embedding = PriorGradDiffusionEmbedding(len(config.noise_schedule))
+        self.spectrogram_upsampler = PriorGradSpectrogramUpsampler()
+        if config.condition_prior_global:
+            self.global_condition_upsampler = PriorGradSpectrogramUpsampler()
+        self.residual_layers = nn.ModuleList(
+            PriorGradResidualBlock(config.conditioner_channels, config.residual_channels, dilation, global_channels)
+            for dilation in config.dilations
+        )
+        self.skip_projection = nn.Conv1d(config.residual_channels, config.residual_channels, 1)
+        self.output_projection = nn.Conv1d(config.residual_channels, 1, 1)
+        self.output_projection.zero_init = True
+        self.post_init()
+
+    def _check_inputs(self, audio, spectrogram, diffusion_step, global_cond):
+        config = self.config
+        if audio.dim() != 2 or spectrogram.dim() != 3:
+            raise ValueError(
+                f"PriorGradModel expects audio [batch, samples] and spectrogram [batch, channels, frames], got "
+                f"{tuple(audio.shape)} and {tuple(spectrogram.shape)}"
+            )
+        if spectrogram.shape[1] != config.conditioner_channels:
+            raise ValueError(
+                f"spectrogram has {spectrogram.shape[1]} channels; this model expects {config.conditioner_channels}"
+                + (" (n_mels + 1 prior channel, condition_prior=True)" if config.condition_prior else " mel bins")
+            )
+        if audio.shape[-1] != spectrogram.shape[-1] * config.hop_samples:
+            raise ValueError(
+                f"audio has {audio.shape[-1]} samples but the spectrogram has {spectrogram.shape[-1]} frames; "
+                f"expected frames * {config.hop_samples} samples"
+            )
+        if config.condition_prior_global and global_cond is None:
+            raise ValueError("this model was built with condition_prior_global=True: pass global_cond [B, 1, frames]")
+        if not config.condition_prior_global and global_cond is not None:
+            raise ValueError("global_cond was given but the model was built with condition_prior_global=False")
+        steps = diffusion_step.detach()
+        last = len(config.noise_schedule) - 1
+        if steps.numel() and (steps.min() < 0 or steps.max() > last):
+            raise ValueError(
+                f"diffusion_step must lie in [0, {last}] (the training schedule has "
+                f"{len(config.noise_schedule)} steps), got values in [{steps.min().item()}, {steps.max().item()}]"
+            )
+
+    def forward(
+        self,
+        audio: torch.Tensor,
+        spectrogram: torch.Tensor,
+        diffusion_step: torch.Tensor,
+        global_cond: torch.Tensor | None = None,
+        frame_lengths: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> PriorGradModelOutput | tuple:
+        diffusion_step = torch.as_tensor(diffusion_step, device=audio.device)
+        if diffusion_step.dim() == 0:
+            diffusion_step = diffusion_step.unsqueeze(0)
+        self._check_inputs(audio, spectrogram, diffusion_step, global_cond)
+        mask = None
+        if frame_lengths is not None:
+            mask = _sample_mask(frame_lengths.to(audio.device), spectrogram.shape[-1], self.config.hop_samples)
+        x = F.relu(self.input_projection(audio.unsqueeze(1)))
+        step = self.diffusion_embedding(diffusion_step)
+        conditioner = self.spectrogram_upsampler(spectrogram, frame_lengths)
+        global_conditioner = None
+        if global_cond is not None:
+            global_conditioner = self.global_condition_upsampler(global_cond, frame_lengths)
+        skip = 0
+        for layer in self.residual_layers:
+            x, skip_connection = layer(x, conditioner, step, global_conditioner, mask)
+            skip = skip + skip_connection
+        x = skip / math.sqrt(len(self.residual_layers))
+        x = self.output_projection(F.relu(self.skip_projection(x)))
+        if return_dict is False:
+            return (x,)
+        return PriorGradModelOutput(predicted_noise=x)
+
+
+class PriorGradVocoder(PriorGradPreTrainedModel):
+    """PriorGrad with its data-dependent prior: training loss (`forward` with `labels`) and `generate`.
+
+    `forward(spectrogram, labels=clean_audio)` draws t and the noise (or takes them as `diffusion_step`
+    and `noise`), forms x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) std * noise and returns the loss
+    mean(((eps - std * noise) / std)^2). Without labels it predicts the noise of a given noisy `audio`.
+
+        vocoder = PriorGradVocoder.from_pretrained("converted/priorgrad_ljspeech")
+        out = vocoder.generate(log_mel, num_inference_steps=6, generator=torch.Generator().manual_seed(0))
+        out.waveform   # [1, 256 * frames]
+    """
+
+    def __init__(self, config: PriorGradConfig):
+        super().__init__(config)
+        self.priorgrad = PriorGradModel(config)
+        self.post_init()
+
+    # -- the prior ------------------------------------------------------------------------------------
+    def prior_std(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """Per-frame prior std [..., frames] of a log-mel [..., n_mels, frames] (ones without `use_prior`)."""
+        config = self.config
+        if not config.use_prior:
+            return torch.ones_like(log_mel[..., 0, :])
+        if config.energy_min is None or (config.energy_max is None and config.max_energy_override is None):
+            raise ValueError(
+                "the prior needs the training-set energy statistics: set config.energy_min and energy_max "
+                "(the converter reads them from stats_priorgrad/), or pass target_std explicitly"
+            )
+        return prior_std_from_log_mel(
+            log_mel, config.energy_min, config.energy_max, config.max_energy_override, config.std_min
+        )
+
+    def _per_sample_std(self, spectrogram: torch.Tensor, target_std: torch.Tensor | None) -> torch.Tensor:
+        frames = spectrogram.shape[-1]
+        hop = self.config.hop_samples
+        if target_std is None:
+            target_std = self.prior_std(spectrogram)
+        if target_std.shape[-1] == frames:
+            target_std = torch.repeat_interleave(target_std, hop, dim=-1)
+        if target_std.shape != (spectrogram.shape[0], frames * hop):
+            raise ValueError(
+                f"target_std must be [batch, frames] or [batch, frames * {hop}] = "
+                f"{[spectrogram.shape[0], frames * hop]}, got {list(target_std.shape)}"
+            )
+        return target_std
+
+    def network_conditioning(self, spectrogram: torch.Tensor, target_std: torch.Tensor):
+        """What the network receives: the mel (with the prior as channel n_mels + 1 under `condition_prior`)
+        and the global condition [B, 1, frames] under `condition_prior_global`."""
+        config = self.config
+        if spectrogram.dim() != 3 or spectrogram.shape[1] != config.n_mels:
+            raise ValueError(
+                f"expected a log-mel spectrogram [batch, {config.n_mels}, frames], got {list(spectrogram.shape)}"
+            )
+        if not (config.condition_prior or config.condition_prior_global):
+            return spectrogram, None
+        frame_std = target_std[:, :: config.hop_samples].unsqueeze(1)
+        if config.condition_prior:
+            return torch.cat([spectrogram, frame_std], dim=1), None
+        return spectrogram, frame_std
+
+    def noise_levels(self, device: torch.device | None = None) -> torch.Tensor:
+        """abar_t = prod_{s<=t}(1 - beta_s) of the training schedule (float64 product, float32 result)."""
+        levels = np.cumprod(1 - np.asarray(self.config.noise_schedule, dtype=np.float64))
+        return torch.tensor(levels.astype(np.float32), device=device)
+
+    # -- training -------------------------------------------------------------------------------------
+    def loss_function(self, predicted: torch.Tensor, noise: torch.Tensor, target_std: torch.Tensor) -> torch.Tensor:
+        if self.config.use_prior:
+            if not self.config.use_l2loss:
+                raise ValueError("the original PriorGrad defines only the L2 loss with use_prior=True")
+            # Gaussian NLL under N(0, diag(std^2)) up to constants: the inverse-prior weighted L2.
+            return ((predicted - noise) * torch.reciprocal(target_std)).pow(2).sum() / predicted.numel()
+        if self.config.use_l2loss:
+            return F.mse_loss(predicted, noise)
+        return F.l1_loss(predicted, noise)
+
+    def forward(
+        self,
+        spectrogram: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        diffusion_step: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        target_std: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> PriorGradVocoderOutput | tuple:
+        """Loss pass with `labels` (clean audio [B, L]); noise prediction for a noisy `audio` otherwise.
+
+        `noise` is a standard-normal draw [B, L] (scaled by the prior std here); `target_std` is the prior
+        per frame or per sample (computed from the mel when omitted and needed: for the loss, or as
+        conditioning with `condition_prior` / `condition_prior_global`).
+        """
+        config = self.config
+        if target_std is not None or labels is not None or config.condition_prior or config.condition_prior_global:
+            target_std = self._per_sample_std(spectrogram, target_std)
+        net_spectrogram, global_cond = self.network_conditioning(spectrogram, target_std)
+        loss = scaled_noise = None
+        if labels is not None:
+            if labels.shape != target_std.shape:
+                raise ValueError(f"labels must be audio {list(target_std.shape)}, got {list(labels.shape)}")
+            batch = labels.shape[0]
+            if diffusion_step is None:
+                diffusion_step = torch.randint(0, len(self.config.noise_schedule), [batch], device=labels.device)
+            if noise is None:
+                noise = torch.randn_like(labels)
+            scaled_noise = noise * target_std
+            level = self.noise_levels(labels.device)[diffusion_step].unsqueeze(1)
+            audio = level**0.5 * labels + (1.0 - level) ** 0.5 * scaled_noise
+        elif audio is None or diffusion_step is None:
+            raise ValueError("pass labels (clean audio) for the training loss, or a noisy audio and its diffusion_step")
+        predicted = self.priorgrad(audio, net_spectrogram, diffusion_step, global_cond).predicted_noise
+        if labels is not None:
+            loss = self.loss_function(predicted.squeeze(1), scaled_noise, target_std)
+        output = PriorGradVocoderOutput(
+            loss=loss, predicted_noise=predicted, noisy_audio=audio if labels is not None else None,
+            noise=scaled_noise, target_std=target_std,
+            diffusion_step=diffusion_step if labels is not None else None,
+        )
+        return output.to_tuple() if return_dict is False else output
+
+    # -- sampling -------------------------------------------------------------------------------------
+    def _batch_spectrograms(self, spectrogram):
+        if isinstance(spectrogram, torch.Tensor):
+            spectrogram = [spectrogram] if spectrogram.dim() == 2 else list(spectrogram)
+        if not spectrogram:
+            raise ValueError("generate needs at least one spectrogram")
+        mels = []
+        for index, mel in enumerate(spectrogram):
+            mel = torch.as_tensor(mel, dtype=torch.float32)
+            if mel.dim() != 2 or mel.shape[0] != self.config.n_mels or mel.shape[1] < 1:
+                raise ValueError(
+                    f"spectrogram {index}: expected a log-mel [{self.config.n_mels}, frames >= 1], got {list(mel.shape)}"
+                )
+            if not torch.isfinite(mel).all():
+                raise ValueError(f"spectrogram {index} contains NaN or infinite values")
+            mels.append(mel)
+        lengths = torch.tensor([mel.shape[1] for mel in mels])
+        batch = torch.zeros(len(mels), self.config.n_mels, int(lengths.max()))
+        for index, mel in enumerate(mels):
+            batch[index, :, : mel.shape[1]] = mel
+        return batch, lengths
+
+    def _padded_std(self, target_std, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        hop = self.config.hop_samples
+        if target_std is None:
+            frame_std = self.prior_std(batch)
+            return torch.repeat_interleave(frame_std, hop, dim=-1)
+        if isinstance(target_std, torch.Tensor) and target_std.dim() == 1:
+            target_std = [target_std]
+        padded = torch.ones(batch.shape[0], batch.shape[-1] * hop)
+        if len(target_std) != batch.shape[0]:
+            raise ValueError(f"got {len(target_std)} target_std rows for {batch.shape[0]} spectrograms")
+        for index, (std, frames) in enumerate(zip(target_std, lengths.tolist())):
+            std = torch.as_tensor(std, dtype=torch.float32)
+            if std.shape[-1] == frames:
+                std = torch.repeat_interleave(std, hop)
+            if std.shape != (frames * hop,):
+                raise ValueError(f"target_std {index}: expected [{frames}] or [{frames * hop}], got {list(std.shape)}")
+            if not torch.isfinite(std).all() or (std <= 0).any():
+                raise ValueError(f"target_std {index} must be finite and positive")
+            padded[index, : frames * hop] = std
+        return padded
+
+    def _predict_noise(self, x, spectrogram, step, global_cond, lengths, chunk_frames, overlap_frames):
+        frames = spectrogram.shape[-1]
+        ragged = bool((lengths != frames).any())
+        if chunk_frames is None or chunk_frames >= frames:
+            return self.priorgrad(x, spectrogram, step, global_cond, lengths if ragged else None).predicted_noise
+        hop = self.config.hop_samples
+        pieces = []
+        for start in range(0, frames, chunk_frames):
+            stop = min(start + chunk_frames, frames)
+            low, high = max(0, start - overlap_frames), min(frames, stop + overlap_frames)
+            window_lengths = (lengths - low).clamp(0, high - low)
+            cond = None if global_cond is None else global_cond[..., low:high]
+            eps = self.priorgrad(
+                x[:, low * hop: high * hop], spectrogram[..., low:high], step, cond,
+                window_lengths if bool((window_lengths != high - low).any()) else None,
+            ).predicted_noise
+            pieces.append(eps[..., (start - low) * hop: (stop - low) * hop])
+        return torch.cat(pieces, dim=-1)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        spectrogram: torch.Tensor | Sequence[torch.Tensor],
+        target_std: torch.Tensor | Sequence[torch.Tensor] | None = None,
+        num_inference_steps: int | None = 6,
+        full_schedule: bool = False,
+        inference_noise_schedule: Sequence[float] | None = None,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        chunk_frames: int | None = None,
+        overlap_frames: int | None = None,
+        output_states: bool = False,
+        frame_lengths: torch.Tensor | Sequence[int] | None = None,
+    ) -> PriorGradGenerateOutput:
+        """Waveforms from log-mels by the reverse diffusion process with the prior N(0, diag(std^2)).
+
+        `spectrogram`: one log-mel [n_mels, frames], a batch [B, n_mels, frames] or a list of log-mels of
+        different lengths (batched exactly: each clip's result equals its unbatched result). Schedule:
+        `num_inference_steps` 6 / 12 (official fast schedules), other N (linear betas), None (the config's
+        `inference_noise_schedule`), `full_schedule=True` (the training schedule) or explicit
+        `inference_noise_schedule` betas. Randomness: `generator`, or `noise` [steps, B, max samples]
+        (standard-normal draws: [0] the initial sample, [k] the draw after the k-th reverse step).
+        `chunk_frames` evaluates the network over windows of that many frames with `overlap_frames`
+        context each side (default: the receptive field, which makes chunking exact up to rounding).
+        `frame_lengths` [B] marks a zero-padded batch (as the feature extractor returns it).
+
+            out = vocoder.generate([mel_a, mel_b], num_inference_steps=12, chunk_frames=200)
+            clip_b = out.waveform[1, : out.lengths[1]]
+        """
+        config = self.config
+        device = self.device
+        if frame_lengths is not None:
+            if not isinstance(spectrogram, torch.Tensor) or spectrogram.dim() != 3:
+                raise ValueError("frame_lengths goes with a padded batch spectrogram [B, n_mels, max frames]")
+            frame_lengths = [int(n) for n in frame_lengths]
+            if len(frame_lengths) != spectrogram.shape[0] or not all(1 <= n <= spectrogram.shape[-1] for n in frame_lengths):
+                raise ValueError(f"frame_lengths {frame_lengths} do not fit a batch of shape {list(spectrogram.shape)}")
+            spectrogram = [mel[:, :n] for mel, n in zip(spectrogram, frame_lengths)]
+            if isinstance(target_std, torch.Tensor) and target_std.dim() == 2:
+                hop = config.hop_samples
+                per_sample = target_std.shape[-1] != max(frame_lengths)
+                target_std = [std[: n * hop] if per_sample else std[:n] for std, n in zip(target_std, frame_lengths)]
+        batch, lengths = self._batch_spectrograms(spectrogram)
+        std = self._padded_std(target_std, batch, lengths).to(device)
+        batch, lengths = batch.to(device), lengths.to(device)
+        if inference_noise_schedule is not None:
+            betas = [float(b) for b in inference_noise_schedule]
+        else:
+            betas = inference_schedule(config, num_inference_steps, full=full_schedule)
+        steps = continuous_step_index(config.noise_schedule, betas)
+        beta = np.asarray(betas, dtype=np.float64)
+        alpha = 1 - beta
+        gamma = np.cumprod(alpha)
+        if chunk_frames is not None:
+            if chunk_frames < 1:
+                raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+            if overlap_frames is None:
+                overlap_frames = config.receptive_field_frames
+            if overlap_frames < config.receptive_field_frames:
+                logger.warning(
+                    f"overlap_frames={overlap_frames} is below the receptive field ({config.receptive_field_frames} "
+                    "frames): chunk borders will differ from whole-input generation"
+                )
+        shape = (batch.shape[0], batch.shape[-1] * config.hop_samples)
+        if noise is not None:
+            noise = torch.as_tensor(noise, dtype=torch.float32, device=device).reshape(len(betas), *shape)
+
+        def draw(k: int) -> torch.Tensor:
+            if noise is not None:
+                return noise[k]
+            return torch.randn(shape, generator=generator, device="cpu" if generator is None else generator.device).to(device)
+
+        net_spectrogram, global_cond = self.network_conditioning(batch, std)
+        audio = draw(0) * std
+        states = []
+        for call, n in enumerate(range(len(betas) - 1, -1, -1)):
+            if output_states:
+                states.append(audio.clone())
+            step = torch.tensor([steps[n]], device=device)
+            eps = self._predict_noise(
+                audio, net_spectrogram, step, global_cond, lengths, chunk_frames, overlap_frames
+            ).squeeze(1)
+            audio = float(1 / alpha[n] ** 0.5) * (audio - float(beta[n] / (1 - gamma[n]) ** 0.5) * eps)
+            if n > 0:
+                sigma = float(((1.0 - gamma[n - 1]) / (1.0 - gamma[n]) * beta[n]) ** 0.5)
+                audio += sigma * (draw(call + 1) * std)
+            audio = torch.clamp(audio, -1.0, 1.0)
+        sample_lengths = lengths * config.hop_samples
+        valid = torch.arange(shape[1], device=device).unsqueeze(0) < sample_lengths.unsqueeze(1)
+        return PriorGradGenerateOutput(
+            waveform=audio * valid, lengths=sample_lengths, reverse_steps=torch.from_numpy(steps[::-1].copy()),
+            states=torch.stack(states) if output_states else None,
+        )
