@@ -10,7 +10,7 @@ from zoo.recipes.graphormer import roc_auc, scaffold_split
 
 
 def test_released_checkpoints_are_listed():
-    pretrained = zoo.list_models("graphormer*", pretrained=True)
+    pretrained = zoo.list_models("graphormer*", pretrained=True, family="graphormer")
     assert pretrained == ["graphormer_base_pcqm4mv1", "graphormer_base_pcqm4mv1_for_molhiv", "graphormer_base_pcqm4mv2"]
     molhiv = zoo.model_info("graphormer_base_pcqm4mv1_for_molhiv")
     assert molhiv.config["pre_layernorm"] and molhiv.original.filename == "checkpoint_base_preln_pcqm4mv1_for_hiv.pt"
