@@ -89,6 +89,7 @@ _REMOTE_SCRIPT = textwrap.dedent(
     sys.modules["conversion"] = None
     import torch, transformers
     from safetensors.torch import load_file
+    torch.set_num_threads(int(sys.argv[2]))  # the parent's count: reductions split the same way
     cases = json.loads(sys.argv[1])
     for case in cases:
         auto = getattr(transformers, case["auto_class"])
@@ -124,7 +125,7 @@ def check_remote_code(cases: list[dict[str, Any]], tmp_path: Path) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "HF_"))}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), TRANSFORMERS_VERBOSITY="error")
     result = subprocess.run(
-        [sys.executable, "-c", _REMOTE_SCRIPT, json.dumps(cases)],
+        [sys.executable, "-c", _REMOTE_SCRIPT, json.dumps(cases), str(torch.get_num_threads())],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, f"remote-code load failed:\n{result.stdout}\n{result.stderr[-4000:]}"
