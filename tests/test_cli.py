@@ -34,7 +34,7 @@ def test_info_prints_json_for_every_entry(capsys):
 def test_console_script_entry_point():
     result = subprocess.run([sys.executable, "-m", "zoo.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
-    for command in ("list", "info", "finetune", "convert", "demo", "hub"):
+    for command in ("list", "info", "recipes", "finetune", "convert", "demo", "hub"):
         assert command in result.stdout
 
 
@@ -45,3 +45,11 @@ def test_demo_rejects_unknown_family():
 
     with pytest.raises(KeyError, match="no demo registered"):
         run_demos(Path("unused"), families=["no_such_family"])
+
+
+def test_recipes_lists_every_registered_recipe(capsys):
+    from zoo.finetune import list_recipes
+
+    assert main(["recipes"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert names == list_recipes()

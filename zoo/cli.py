@@ -21,12 +21,28 @@ def _cmd_list(args: argparse.Namespace) -> int:
         original = entry.original.filename if entry.original else "-"
         params = f"{entry.params / 1e6:.1f}M" if entry.params else "-"
         rows.append((name, entry.family, entry.task, original, params))
+    _print_table(rows)
+    print(f"\n{len(names)} model(s)")
+    return 0
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for index, row in enumerate(rows):
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
         if index == 0:
             print("  ".join("-" * width for width in widths))
-    print(f"\n{len(names)} model(s)")
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    import zoo  # noqa: F401  (families register their recipes)
+    from zoo.finetune import get_recipe, list_recipes
+
+    rows = [("recipe", "family", "default variant", "data set")]
+    for name in list_recipes(args.family):
+        recipe = get_recipe(name)
+        rows.append((name, recipe.family, recipe.variant, recipe.dataset.split(";")[0][:70]))
+    _print_table(rows)
     return 0
 
 
@@ -100,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="one registry entry as JSON")
     p.add_argument("name")
 
+    p = sub.add_parser("recipes", help="the registered fine-tuning recipes")
+    p.add_argument("--family")
+
     p = sub.add_parser("finetune", help="fine-tune a variant on a registered recipe")
     p.add_argument("variant")
     p.add_argument("--dataset", required=True, help="recipe name (see zoo.finetune.list_recipes())")
@@ -139,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         rest = argv[2:] if argv[0] == "convert" else argv[1:]
         return _cmd_convert(args, rest) if argv[0] == "convert" else _cmd_hub(rest)
     args = parser.parse_args(argv)
-    handlers = {"list": _cmd_list, "info": _cmd_info, "finetune": _cmd_finetune, "demo": _cmd_demo}
+    handlers = {"list": _cmd_list, "info": _cmd_info, "recipes": _cmd_recipes, "finetune": _cmd_finetune,
+                "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
     except (LookupError, FileExistsError, FileNotFoundError) as err:
