@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["roc_auc"]
+__all__ = ["macro_f1", "roc_auc"]
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -24,3 +24,19 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     rank_sums = np.bincount(inverse, weights=ranks)
     ranks = (rank_sums / counts)[inverse]
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def macro_f1(predicted: np.ndarray, truth: np.ndarray, num_labels: int) -> float:
+    """Unweighted mean over labels 0..num_labels-1 of the per-label F1; a label never predicted correctly
+    (true positives 0) scores 0.
+
+        macro_f1(np.array([0, 1, 1]), np.array([0, 1, 0]), 2)  # (2/3 + 2/3) / 2
+    """
+    predicted, truth = np.asarray(predicted), np.asarray(truth)
+    f1s = []
+    for label in range(num_labels):
+        tp = np.sum((predicted == label) & (truth == label))
+        fp = np.sum((predicted == label) & (truth != label))
+        fn = np.sum((predicted != label) & (truth == label))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s))
