@@ -148,11 +148,16 @@ def forward_solvers(model, images, tol, repeats, device):
         }
 
 
-def backward_modes(model, images, labels, repeats, device):
+def _train_with_frozen_batchnorm(model) -> None:
+    """Training mode (dropout, gradients) with the BatchNorm running statistics left as they are."""
     model.train()
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.eval()
+
+
+def backward_modes(model, images, labels, repeats, device):
+    _train_with_frozen_batchnorm(model)
     results = {}
     for mode in ("ift", "phantom"):
         model.config.backward = mode
@@ -187,10 +192,7 @@ def measure_memory(kind: str, batch: int, tol: float, depth: int) -> dict:
     """One forward+backward in this (fresh) process; returns the peak memory increase in MiB."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, images, labels = build(device, batch, tol)
-    model.train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.eval()
+    _train_with_frozen_batchnorm(model)
     model.config.backward = "ift"
     steps = depth if kind == "unrolled" else None
     if device.type == "cuda":

@@ -163,6 +163,14 @@ def _check_inputs(config) -> dict[str, torch.Tensor]:
     return {"pixel_values": torch.randn(2, config.num_input_channels, height, width, generator=generator)}
 
 
+def _quiet_forward(model, inputs: dict[str, torch.Tensor]):
+    """A no-grad forward pass for the conversion checks. The configured (often loose) solver may stop early
+    on random inputs: that is recorded in conversion.json, not warned about."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeqConvergenceWarning)
+        return model(**inputs)
+
+
 def _family_of_state(state: dict[str, torch.Tensor]) -> str:
     return "deq_transformer" if "inject_conv.weight" in state or "crit.cluster_bias" in state else "mdeq"
 
@@ -202,18 +210,13 @@ def convert(
     model.load_state_dict(mapper(model, state, str(original)), strict=True)
     model.eval()
     inputs = _check_inputs(cfg)
-    with torch.no_grad(), warnings.catch_warnings():
-        # the configured (often loose) solver may stop early on random inputs: recorded, not warned
-        warnings.simplefilter("ignore", DeqConvergenceWarning)
-        check = model(**inputs)
+    check = _quiet_forward(model, inputs)
     expected = check.logits
     out_dir = Path(out_dir)
     with staged_folder(out_dir, overwrite=overwrite) as stage:
         model.save_pretrained(stage)
         reloaded = model_class.from_pretrained(stage).eval()
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeqConvergenceWarning)
-            got = reloaded(**inputs).logits
+        got = _quiet_forward(reloaded, inputs).logits
         diff = float((got - expected).abs().max())
         if diff != 0.0:
             raise ConversionError(f"reloaded model differs from the converted one by {diff}")

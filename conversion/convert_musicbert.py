@@ -109,7 +109,7 @@ def convert(
     (`features`, `mlm_logits`, `classification_logits`) to check the converted model against.
     """
     import zoo  # noqa: F401  registers the family for the card
-    from zoo.fileio import sha256_file, staged_folder
+    from zoo.fileio import atomic_write_json, sha256_file, staged_folder
     from zoo.hub import write_card
     from zoo.models.musicbert import (
         MusicBertConfig,
@@ -218,7 +218,7 @@ def convert(
             record["parity"] = parity_check(reloaded, expected, atol=atol)
             if not record["parity"]["ok"]:
                 raise ConversionError(f"{original}: converted outputs differ from {expected}: {record['parity']}")
-        (stage / "conversion.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        atomic_write_json(stage / "conversion.json", record)
         write_card(stage, variant=variant, repo_id=out_dir.name)
     return record
 

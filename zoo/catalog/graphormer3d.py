@@ -45,12 +45,16 @@ _TEST_CONFIG = {
     "num_kernels": 16,
 }
 
+# fields every Graphormer-3D entry shares
+_COMMON: dict[str, Any] = dict(
+    family="graphormer3d", task="is2re-energy-and-displacement", architecture="Graphormer3DForIS2RE",
+    converter="conversion/convert_graphormer3d.py", card="cards/graphormer3d.md", paper=PAPER, paper_url=PAPER_URL,
+    license="mit", test_config=_TEST_CONFIG,
+)
+
 register_model(
     ModelEntry(
         name="graphormer3d_base_oc20_is2re",
-        family="graphormer3d",
-        task="is2re-energy-and-displacement",
-        architecture="Graphormer3DForIS2RE",
         config={"pair_kernel": "rbf"},
         description=(
             "Graphormer-3D base (12 layers x 4 blocks, 768 dims, 48 heads, 128 RBF kernels) trained on "
@@ -68,11 +72,6 @@ register_model(
                 "kernel (PR #91), so it most likely holds rbf.* keys (issue #104); trained with --fp16."
             ),
         ),
-        converter="conversion/convert_graphormer3d.py",
-        card="cards/graphormer3d.md",
-        paper=PAPER,
-        paper_url=PAPER_URL,
-        license="mit",
         # examples/oc20/README.md: IS2RE direct, test split, energy MAE (eV) of the Graphormer-3D
         # ensemble; the repository reports no metric for the single released model.
         metrics={
@@ -83,28 +82,20 @@ register_model(
             "oc20_is2re_test_energy_mae_ev_average_ensemble": 0.4722,
         },
         params=45_108_151,
-        test_config=_TEST_CONFIG,
+        **_COMMON,
     )
 )
 
 register_model(
     ModelEntry(
         name="graphormer3d_base",
-        family="graphormer3d",
-        task="is2re-energy-and-displacement",
-        architecture="Graphormer3DForIS2RE",
         config={"pair_kernel": "gaussian"},
         description=(
             "Graphormer-3D base architecture with the Gaussian pair kernel of the current original code "
             "(no released weights; for training from scratch)."
         ),
-        converter="conversion/convert_graphormer3d.py",
-        card="cards/graphormer3d.md",
-        paper=PAPER,
-        paper_url=PAPER_URL,
-        license="mit",
         params=45_108_151,
-        test_config=_TEST_CONFIG,
+        **_COMMON,
     )
 )
 

@@ -91,7 +91,7 @@ register_model(ModelEntry(
             "max_positions": 8192},
     description="The original code's musicbert_tiny architecture (2 layers, width 128), without released "
                 "weights: a CPU-sized model for the fine-tuning recipe and tests.",
-    params=None, **{**_COMMON, "recipe": "music21_dance"},
+    params=None, **_COMMON,
 ))
 
 from zoo.recipes import musicbert as _recipes  # noqa: E402,F401  (registers the recipe and the demo)

@@ -307,6 +307,13 @@ def create_app(root: str | os.PathLike, token_file: str | os.PathLike | None = N
         name = request.path_params["name"]
         return f"{request.path_params['org']}/{name.removesuffix('.git')}"
 
+    def writable_repo_of(request: Request, ident: Identity) -> str:
+        """The request's repo id, once `ident` may see it (else 404) and write to it (else 401/403)."""
+        repo_id = repo_of(request)
+        hub.check_read(ident, repo_id)
+        hub.check_write(ident, repo_id)
+        return repo_id
+
     # ------------------------------------------------------------------ general
     async def health(request: Request, ident: Identity) -> Response:
         return JSONResponse({"ok": True, "service": "zoo-hub", "repos": len(store.list_repos())})
@@ -346,9 +353,7 @@ def create_app(root: str | os.PathLike, token_file: str | os.PathLike | None = N
         return Response(status_code=200)
 
     async def repo_settings(request: Request, ident: Identity) -> Response:
-        repo_id = repo_of(request)
-        hub.check_read(ident, repo_id)
-        hub.check_write(ident, repo_id)
+        repo_id = writable_repo_of(request, ident)
         body = await request.json()
         changes = {}
         if "private" in body:
@@ -437,9 +442,7 @@ def create_app(root: str | os.PathLike, token_file: str | os.PathLike | None = N
 
     # ------------------------------------------------------------------ write API
     async def preupload(request: Request, ident: Identity) -> Response:
-        repo_id = repo_of(request)
-        hub.check_read(ident, repo_id)
-        hub.check_write(ident, repo_id)
+        repo_id = writable_repo_of(request, ident)
         if request.query_params.get("create_pr"):
             raise InvalidRequest("pull requests are not supported by the zoo hub")
         head = store.resolve(repo_id, request.path_params["revision"])
@@ -461,9 +464,7 @@ def create_app(root: str | os.PathLike, token_file: str | os.PathLike | None = N
         return JSONResponse({"files": files, "commitOid": head})
 
     async def commit(request: Request, ident: Identity) -> Response:
-        repo_id = repo_of(request)
-        hub.check_read(ident, repo_id)
-        hub.check_write(ident, repo_id)
+        repo_id = writable_repo_of(request, ident)
         if request.query_params.get("create_pr"):
             raise InvalidRequest("pull requests are not supported by the zoo hub")
         branch = request.path_params["revision"]
@@ -510,9 +511,7 @@ def create_app(root: str | os.PathLike, token_file: str | os.PathLike | None = N
                              "commitUrl": f"{hub.base_url(request)}/{repo_id}/commit/{commit_id}"})
 
     async def branch(request: Request, ident: Identity) -> Response:
-        repo_id = repo_of(request)
-        hub.check_read(ident, repo_id)
-        hub.check_write(ident, repo_id)
+        repo_id = writable_repo_of(request, ident)
         name = hub.raw_segments(request)[5]
         if request.method == "DELETE":
             store.delete_ref(repo_id, "heads", name)
@@ -522,9 +521,7 @@ def create_app(root: str | os.PathLike, token_file: str | os.PathLike | None = N
         return Response(status_code=200)
 
     async def tag(request: Request, ident: Identity) -> Response:
-        repo_id = repo_of(request)
-        hub.check_read(ident, repo_id)
-        hub.check_write(ident, repo_id)
+        repo_id = writable_repo_of(request, ident)
         segment = hub.raw_segments(request)[5]
         if request.method == "DELETE":
             store.delete_ref(repo_id, "tags", segment)

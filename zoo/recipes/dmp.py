@@ -29,6 +29,7 @@ from ..demo import DemoResult, register_demo
 from ..fileio import atomic_write_json
 from ..finetune import Recipe, RecipeData, RecipeOptions, finetune, register_recipe
 from ..models.dmp import DmpDataCollator, DmpFeaturizer, DmpTokenizer
+from .metrics import roc_auc
 
 __all__ = ["b3db_molecules", "binary_roc_auc", "compare_branches", "scaffold_split"]
 
@@ -83,21 +84,7 @@ def scaffold_split(smiles: Sequence[str], eval_fraction: float = 0.2) -> tuple[l
 
 def binary_roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U with average ranks for ties); NaN with one class only."""
-    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
-    positives, negatives = labels.sum(), (~labels).sum()
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    start = 0
-    while start < len(scores):
-        stop = start
-        while stop + 1 < len(scores) and sorted_scores[stop + 1] == sorted_scores[start]:
-            stop += 1
-        ranks[order[start:stop + 1]] = (start + stop) / 2 + 1
-        start = stop + 1
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    return roc_auc(labels, scores)
 
 
 def _compute_metrics(prediction: EvalPrediction) -> dict[str, float]:

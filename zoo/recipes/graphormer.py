@@ -24,6 +24,7 @@ from transformers import EvalPrediction
 from ..demo import DemoResult, register_demo
 from ..finetune import Recipe, RecipeData, RecipeOptions, register_recipe
 from ..models.graphormer import GraphormerFeaturizer
+from .metrics import roc_auc
 
 __all__ = ["b3db_rows", "roc_auc", "scaffold_split"]
 
@@ -63,22 +64,6 @@ def scaffold_split(smiles: list[str], eval_fraction: float = 0.2) -> tuple[list[
     for _, members in ordered:
         (train if len(train) + len(members) <= limit else evaluation).extend(members)
     return sorted(train), sorted(evaluation)
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann–Whitney U with average ranks for ties); NaN with one class only."""
-    labels = np.asarray(labels).reshape(-1).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    positives, negatives = labels.sum(), (~labels).sum()
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    rank_sums = np.bincount(inverse, weights=ranks)
-    ranks = (rank_sums / counts)[inverse]
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def _subset(indices: list[int], limit: int | None, seed: int) -> list[int]:

@@ -23,6 +23,7 @@ import numpy as np
 
 from zoo.demo import DemoResult, register_demo
 from zoo.finetune import Recipe, RecipeData, RecipeOptions, register_recipe
+from zoo.recipes.metrics import macro_f1
 
 DANCE_TYPES = ("reel", "jig", "hornpipe", "slip jig")
 _R_FIELD = {"reel": "reel", "jig": "jig", "double jig": "jig", "hornpipe": "hornpipe", "slip jig": "slip jig",
@@ -149,13 +150,7 @@ def classification_metrics(num_labels: int, majority_label: int):
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         predicted = np.asarray(logits).argmax(-1)
         truth = np.asarray(prediction.label_ids)
-        f1s = []
-        for label in range(num_labels):
-            tp = np.sum((predicted == label) & (truth == label))
-            fp = np.sum((predicted == label) & (truth != label))
-            fn = np.sum((predicted != label) & (truth == label))
-            f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-        return {"accuracy": float((predicted == truth).mean()), "f1_macro": float(np.mean(f1s)),
+        return {"accuracy": float((predicted == truth).mean()), "f1_macro": macro_f1(predicted, truth, num_labels),
                 "majority_baseline_accuracy": float((truth == majority_label).mean())}
     return compute
 

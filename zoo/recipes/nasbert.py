@@ -21,6 +21,7 @@ import torch
 from zoo.demo import DemoResult, register_demo
 from zoo.finetune import Recipe, RecipeData, RecipeOptions, finetune, register_recipe
 from zoo.models.nasbert.resources import mlnet_tokenizer
+from zoo.recipes.metrics import macro_f1
 
 __all__ = ["FORTUNE_TOPICS", "load_fortunes", "nasbert_fortunes"]
 
@@ -95,12 +96,8 @@ def nasbert_fortunes(options: RecipeOptions) -> RecipeData:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         predicted = np.asarray(logits).argmax(-1)
         labels = np.asarray(prediction.label_ids)
-        f1s = []
-        for label in range(len(FORTUNE_TOPICS)):
-            tp = np.sum((predicted == label) & (labels == label))
-            denominator = np.sum(predicted == label) + np.sum(labels == label)
-            f1s.append(2 * tp / denominator if denominator else 0.0)
-        return {"accuracy": float(np.mean(predicted == labels)), "macro_f1": float(np.mean(f1s)),
+        return {"accuracy": float(np.mean(predicted == labels)),
+                "macro_f1": macro_f1(predicted, labels, len(FORTUNE_TOPICS)),
                 "majority_baseline_accuracy": baseline}
 
     id2label = dict(enumerate(FORTUNE_TOPICS))
