@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             variant=args.variant,
             overwrite=args.overwrite,
             reference_dir=args.reference_dir,
-            command="python conversion/convert_graphormer3d.py " + " ".join(argv or sys.argv[1:]),
+            command="python conversion/convert_graphormer3d.py " + shlex.join(argv or sys.argv[1:]),
         )
     except (ConversionError, CheckpointReadError, FileExistsError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

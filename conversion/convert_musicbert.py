@@ -25,7 +25,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conversion.safe_checkpoint import read_checkpoint  # noqa: E402
+from conversion.safe_checkpoint import CheckpointReadError, read_checkpoint  # noqa: E402
 
 ENCODER = "encoder.sentence_encoder."
 LM_HEAD = "encoder.lm_head."
@@ -266,10 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expected", help="safetensors with the original's outputs to check parity against")
     parser.add_argument("--overwrite", action="store_true")
     options = parser.parse_args(argv)
-    record = convert(
-        options.original, options.out_dir, variant=options.variant, head_name=options.head_name,
-        pair=options.pair, label_dict=options.label_dict, expected=options.expected, overwrite=options.overwrite,
-    )
+    try:
+        record = convert(
+            options.original, options.out_dir, variant=options.variant, head_name=options.head_name,
+            pair=options.pair, label_dict=options.label_dict, expected=options.expected, overwrite=options.overwrite,
+        )
+    except (ConversionError, CheckpointReadError, FileNotFoundError, FileExistsError) as err:
+        print(f"convert_musicbert: {err}", file=sys.stderr)
+        return 2
     print(json.dumps({k: record[k] for k in ("architecture", "forward_check", "parity") if k in record}, indent=2))
     return 0
 
