@@ -1,6 +1,7 @@
 """Graphormer registry entries, the B3DB recipes and the demo."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -69,4 +70,7 @@ def test_demo_converts_fixture_and_predicts(tmp_path):
     assert "graphormer" in list_demos()
     [row] = run_demos(tmp_path, families=["graphormer"], quick=True)
     assert row.ok, row.error
-    assert row.prediction.startswith("aspirin") and (row.folder / "model.safetensors").is_file()
+    assert row.prediction.startswith("P(BBB+): caffeine") and (row.folder / "model.safetensors").is_file()
+    assert (row.folder / "metrics.json").is_file() and (row.folder / "README.md").is_file()
+    assert (Path(row.summary["converted"]) / "conversion.json").is_file()
+    assert 0.0 <= row.summary["eval_roc_auc"] <= 1.0
