@@ -101,7 +101,7 @@ def run_demos_on_hub(
     serve_forever: bool = False,
 ) -> tuple[list[DemoRow], str]:
     """`zoo demo`: start a local hub on a free loopback port, publish each family's demo folder to it with
-    the hub_upload logic (validate, one commit, tag "demo"), reload it with from_pretrained from the hub,
+    the hub_upload logic (validate, then one commit), reload it with from_pretrained from the hub,
     predict, and return the rows and the browse URL.
 
     The hub stores its data in `workdir/hub`; with `serve_forever` it keeps serving after the table is
