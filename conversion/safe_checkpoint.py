@@ -81,7 +81,7 @@ def _torch_globals() -> dict[tuple[str, str], Any]:
         import numpy as np
 
         for core in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            allowed[(core, "_reconstruct")] = np.ndarray.__new__ and _numpy_reconstruct
+            allowed[(core, "_reconstruct")] = _numpy_reconstruct
             allowed[(core, "scalar")] = _numpy_scalar
         allowed[("numpy", "ndarray")] = np.ndarray
         allowed[("numpy", "dtype")] = np.dtype

@@ -23,10 +23,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 import transformers
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, Trainer, TrainingArguments
 from transformers.utils import ModelOutput
 
@@ -258,5 +257,5 @@ class ModelTesterMixin:
 
 __all__ = [
     "ModelTesterMixin", "assert_outputs_equal", "check_remote_code", "check_save_load", "output_tensors",
-    "unused_parameter_names", "load_file", "pytest",
+    "unused_parameter_names",
 ]
