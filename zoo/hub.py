@@ -72,7 +72,7 @@ def _family_of(config: dict[str, Any]) -> str:
     raise ValueError(f"config.json model_type '{model_type}' belongs to no registered zoo family")
 
 
-def _eval_results(metrics: dict[str, Any], model_name: str) -> list[EvalResult] | None:
+def _eval_results(metrics: dict[str, Any]) -> list[EvalResult] | None:
     results = []
     for row in metrics.get("results", []):
         results.append(
@@ -125,7 +125,7 @@ def render_card(
         base_model=base_model or metrics.get("base_model"),
         datasets=metrics.get("datasets"),
         model_name=repo_id,
-        eval_results=_eval_results(metrics, repo_id),
+        eval_results=_eval_results(metrics),
     )
     return ModelCard.from_template(
         card_data,
