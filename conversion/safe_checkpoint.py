@@ -275,6 +275,23 @@ def _codecs_encode(machine: _Machine, args: tuple) -> bytes:
     return args[0].encode(encoding.lower())
 
 
+def _copyreg_reconstructor(machine: _Machine, args: tuple) -> _Placeholder:
+    # protocol 0/1 pickles of plain objects: copyreg._reconstructor(cls, base, state)
+    _need(len(args) == 3, "copyreg._reconstructor takes (class, base, state)")
+    cls, base, state = args
+    _need(isinstance(cls, _Global) and cls.kind == "placeholder",
+          f"copyreg._reconstructor of {_describe(cls)} (only configuration classes are rebuilt this way)")
+    _need(isinstance(base, _Global) and base.kind == "builtin-type" and base.value in (object, dict, list),
+          f"copyreg._reconstructor with the base {_describe(base)}")
+    placeholder = cls.call(machine, ())
+    if base.value is object:
+        _need(state is None, "copyreg._reconstructor of an object with a base state")
+    elif state is not None:
+        _need(type(state) is type(base.value()), f"copyreg._reconstructor base state is {_describe(state)}")
+        placeholder.items.update(state if isinstance(state, dict) else enumerate(state))
+    return placeholder
+
+
 def _ordered_dict(machine: _Machine, args: tuple) -> collections.OrderedDict:
     _need(len(args) <= 1, "OrderedDict() takes at most one argument")
     if not args:
@@ -499,6 +516,7 @@ def _allowed_globals() -> dict[tuple[str, str], _Global]:
     add("collections", "OrderedDict", _ordered_dict, collections.OrderedDict, "builtin-type")
     add("collections", "defaultdict", _default_dict, collections.defaultdict, "builtin-type")
     add("_codecs", "encode", _codecs_encode)
+    add("copyreg", "_reconstructor", _copyreg_reconstructor)
     add("torch", "Size", _torch_size, torch.Size)
     add("torch", "device", _torch_device, torch.device)
     add("torch", "Tensor", None, torch.Tensor, "tensor-type")
@@ -533,21 +551,17 @@ def _allowed_globals() -> dict[tuple[str, str], _Global]:
 
 
 _ALLOWED = _allowed_globals()
-for _old, _new in (("__builtin__", "builtins"),):
-    for (_module, _name), _token in list(_ALLOWED.items()):
-        if _module == _new:
-            _ALLOWED[(_old, _name)] = _token
-del _old, _new
+_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}  # names protocol-0..2 pickles use
 
 
 def _find_global(module: str, name: str) -> _Global:
+    module = _PY2_MODULES.get(module, module)
     token = _ALLOWED.get((module, name))
     if token is not None:
         return token
     if module.split(".")[0] in CONFIG_NAMESPACES and all(part.isidentifier() for part in name.split(".")):
         qualname = f"{module}.{name}"
         return _Global(qualname, lambda machine, args, kwargs=None: _Placeholder(qualname, args, kwargs), qualname, "placeholder")
-    module = "builtins" if module == "__builtin__" else module  # name it as Python 3 does
     raise _Refused(
         f"the checkpoint names the global '{module[:80]}.{name[:80]}', which the safe reader does not allow "
         "(only tensors, plain containers and configuration objects are read)"
