@@ -73,7 +73,9 @@ _TORCH_DTYPES = {
     for name in (
         "float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "bool",
         "complex64", "complex128", "half", "float", "double", "short", "int", "long", "cfloat", "cdouble",
+        "uint16", "uint32", "uint64",
     )
+    if hasattr(torch, name)
 }
 _STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
