@@ -311,6 +311,11 @@ class MdeqModel(MdeqPreTrainedModel):
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
             shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values)
             raise ValueError(f"pixel_values must be a (batch, channels, height, width) tensor, got {shape}")
+        if not pixel_values.is_floating_point():
+            raise ValueError(f"pixel_values must be a floating-point tensor (normalised images), got {pixel_values.dtype}")
+        if 0 in pixel_values.shape:
+            raise ValueError(f"pixel_values is empty (shape {tuple(pixel_values.shape)}): pass at least one image of "
+                             "non-zero height and width")
         if pixel_values.shape[1] != config.num_input_channels:
             raise ValueError(f"pixel_values has {pixel_values.shape[1]} channels but this MDEQ expects "
                              f"{config.num_input_channels} (shape {tuple(pixel_values.shape)})")
@@ -414,6 +419,7 @@ class MdeqModel(MdeqPreTrainedModel):
                 abs_residual=stats.abs_residual, rel_residual=stats.rel_residual,
                 solver_steps=torch.full((z.shape[0],), stats.nstep, device=z.device), converged=stats.residual < stats.tol,
             )
+        _check_finite_solve(z, pixel_values)
         states = tuple(to_list(z))
         output.last_hidden_state = states[0]
         output.equilibrium_states = states
@@ -424,6 +430,19 @@ class MdeqModel(MdeqPreTrainedModel):
         """The regulariser weight at the current training step (grows with `jac_incremental`)."""
         return jacobian_loss_weight(self.config.jac_loss_weight, self._train_forward_count,
                                     self.config.jac_incremental)
+
+
+def _check_finite_solve(z: torch.Tensor, pixel_values: torch.Tensor) -> None:
+    """A NaN or infinite equilibrium state would give NaN logits silently: refuse it, naming the samples."""
+    bad = ~torch.isfinite(z.detach()).all(dim=1)
+    if bool(bad.any()):
+        samples = bad.nonzero().flatten().tolist()
+        largest = float(pixel_values.detach().abs().amax())
+        raise ValueError(
+            f"pixel_values: the equilibrium solve produced NaN or infinite states for sample(s) {samples[:10]} "
+            f"(largest input magnitude {largest:.3g}); the input is far outside the range the model works on "
+            "(images normalised per channel, as in training)"
+        )
 
 
 class MdeqBottleneck(nn.Module):
@@ -505,6 +524,9 @@ class MdeqForImageClassification(MdeqPreTrainedModel):
         out = self.mdeq(pixel_values, unrolled_steps=unrolled_steps, jac_probes=jac_probes,
                         compute_jac_loss=compute_jac_loss)
         logits = self.predict(out.equilibrium_states)
+        if not bool(torch.isfinite(logits.detach()).all()):
+            raise ValueError("pixel_values: the classifier produced NaN or infinite logits from a finite equilibrium; "
+                             "the input is far outside the range the model works on")
         loss = None
         if labels is not None:
             if labels.shape != (logits.shape[0],):

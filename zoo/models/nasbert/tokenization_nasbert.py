@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
+from transformers.tokenization_utils_base import BatchEncoding
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 __all__ = ["NasBertTokenizer", "load_dictionary"]
@@ -27,6 +29,7 @@ FRAMINGS = ("fairseq", "mlnet")
 # ML.NET looks a GPT-2 id up in its dictionary only when it is above 4, so the standalone tokens
 # '!', '"', '#', '$', '%' (GPT-2 ids 0..4) reach the model as ids 0..4 (<s>, <pad>, </s>, <unk>, ',').
 MLNET_PASSTHROUGH_GPT2_IDS = range(5)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def load_dictionary(dict_file: str | os.PathLike) -> list[str]:
@@ -133,24 +136,37 @@ class NasBertTokenizer(TokenizersBackend):
     def update_post_processor(self):
         """Keep the framing chosen at construction (fairseq or ML.NET)."""
 
-    def _encode_plus(self, *args, **kwargs):
-        encoding = super()._encode_plus(*args, **kwargs)
+    def _encode_plus(self, text=None, text_pair=None, **kwargs):
+        for name, value in (("text", text), ("text_pair", text_pair)):
+            for where, piece in _strings(value, name):
+                self._check_text(where, piece)
+        batched = isinstance(text, (list, tuple)) and (not kwargs.get("is_split_into_words") or
+                                                       (bool(text) and isinstance(text[0], (list, tuple))))
+        if not batched and text_pair is not None and len(text_pair) == 0:
+            # transformers drops an empty second text of a single pair (`if text_pair`), and with it the
+            # separator the original framing writes (`<s> A </s> </s> </s>`): encode it as a batch of one
+            encoding = super()._encode_plus([text], text_pair=[text_pair], **kwargs)
+            if kwargs.get("return_tensors") is None and not kwargs.get("return_overflowing_tokens"):
+                encoding = BatchEncoding({key: value[0] if value and isinstance(value[0], list) else value
+                                          for key, value in encoding.items()}, encoding.encodings)
+        else:
+            encoding = super()._encode_plus(text, text_pair=text_pair, **kwargs)
         if self._passthrough:
-            self._check_ascii(args, kwargs)
             encoding["input_ids"] = self._apply_passthrough(encoding["input_ids"])
         return encoding
 
-    def _check_ascii(self, args, kwargs) -> None:
-        texts = [kwargs.get("text"), kwargs.get("text_pair")] + list(args[:2])
-        flat = []
-        for text in texts:
-            flat.extend(text if isinstance(text, (list, tuple)) else [text])
-        for text in flat:
-            if isinstance(text, str) and not text.isascii():
-                raise ValueError(
-                    f"mlnet_bug_compat=True only reproduces ML.NET on ASCII text; {text[:40]!r} has non-ASCII "
-                    "characters, which ML.NET mangles (Latin-1 bytes, characters above U+00FF dropped)"
-                )
+    def _check_text(self, where: str, text: str) -> None:
+        surrogate = _SURROGATE.search(text)
+        if surrogate:
+            raise ValueError(
+                f"{where}: {text[:40]!r} has a lone surrogate (U+{ord(surrogate.group()):04X}) at position "
+                f"{surrogate.start()}, which is not valid Unicode text; decode the source with errors='replace' first"
+            )
+        if self._passthrough and not text.isascii():
+            raise ValueError(
+                f"mlnet_bug_compat=True only reproduces ML.NET on ASCII text; {where} {text[:40]!r} has non-ASCII "
+                "characters, which ML.NET mangles (Latin-1 bytes, characters above U+00FF dropped)"
+            )
 
     def _apply_passthrough(self, ids):
         if hasattr(ids, "apply_"):
@@ -172,3 +188,12 @@ class NasBertTokenizer(TokenizersBackend):
                 shutil.copyfile(source, target)
             written.append(target)
         return tuple(written)
+
+
+def _strings(value, name: str, depth: int = 0):
+    """(where, text) for every string in a text argument: a str, a batch, or pre-tokenized words (nested once)."""
+    if isinstance(value, str):
+        yield name, value
+    elif isinstance(value, (list, tuple)) and depth < 2:
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{name}[{index}]", depth + 1)

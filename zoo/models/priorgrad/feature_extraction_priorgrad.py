@@ -159,9 +159,7 @@ class PriorGradFeatureExtractor(FeatureExtractionMixin):
 
     def normalize(self, audio: np.ndarray, name: str = "audio") -> np.ndarray:
         """int16 (or float / 32768-scaled) samples -> float32 peak-normalised to `peak`, cut to whole hops."""
-        audio = np.asarray(audio)
-        if audio.ndim != 1:
-            raise ValueError(f"{name}: expected a 1-D waveform, got shape {audio.shape}")
+        audio = _real_waveform(audio, name)
         if audio.dtype == np.int16:
             audio = audio / MAX_WAV_VALUE
         elif np.issubdtype(audio.dtype, np.integer):
@@ -255,12 +253,19 @@ class PriorGradFeatureExtractor(FeatureExtractionMixin):
             raise ValueError(
                 f"audio sampled at {sampling_rate} Hz, but this model works at {self.sampling_rate} Hz; resample first"
             )
-        if isinstance(raw_audio, np.ndarray | torch.Tensor) and np.ndim(raw_audio) == 1:
+        if isinstance(raw_audio, np.ndarray | torch.Tensor):
+            if np.ndim(raw_audio) != 1:
+                raise ValueError(
+                    f"raw_audio: one array of shape {tuple(raw_audio.shape)}; pass one mono waveform (1-D) or a list "
+                    "of them (a (channels, samples) stereo array is not a batch: mix it down first, e.g. .mean(0))"
+                )
             raw_audio = [raw_audio]
+        if isinstance(raw_audio, str | bytes) or len(raw_audio) == 0:
+            raise ValueError("raw_audio: pass one mono waveform (1-D array) or a non-empty list of them")
         clips, mels = [], []
         for index, clip in enumerate(raw_audio):
-            clip = np.asarray(clip)
             name = f"audio[{index}]"
+            clip = _real_waveform(clip, name)
             if normalize:
                 clip = self.normalize(clip, name=name)
             elif not np.isfinite(clip).all():
@@ -281,6 +286,18 @@ class PriorGradFeatureExtractor(FeatureExtractionMixin):
             "frame_lengths": torch.tensor(frames),
         }
         return BatchFeature(data, tensor_type=return_tensors)
+
+
+def _real_waveform(audio, name: str) -> np.ndarray:
+    """A 1-D array of real samples (complex input would silently lose its imaginary part in the float cast)."""
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu().numpy()
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D mono waveform, got shape {audio.shape}")
+    if audio.dtype.kind not in "iuf":
+        raise ValueError(f"{name}: expected real-valued samples (int16 PCM or floats), got {audio.dtype}")
+    return audio
 
 
 def _progress(items: list, description: str):
