@@ -590,11 +590,18 @@ class _Machine:
 
     # -- reading the program
     def take(self, n: int) -> bytes:
-        _need(0 <= n <= self.end - self.pos, f"truncated pickle: an opcode needs {n} bytes at byte {self.pos}, "
-              f"{self.end - self.pos} are left")
-        data = self.buf[self.pos:self.pos + n]
-        self.pos += n
-        return bytes(data)
+        pos = self.pos
+        if not 0 <= n <= self.end - pos:
+            raise _Malformed(f"truncated pickle: an opcode needs {n} bytes at byte {pos}, {self.end - pos} are left")
+        self.pos = pos + n
+        return bytes(self.buf[pos:pos + n])
+
+    def byte(self) -> int:
+        pos = self.pos
+        if pos >= self.end:
+            raise _Malformed(f"truncated pickle: an opcode needs 1 byte at byte {pos}, none is left")
+        self.pos = pos + 1
+        return self.buf[pos]
 
     def line(self, limit: int = MAX_LINE) -> bytes:
         stop = self.buf.find(b"\n", self.pos, min(self.end, self.pos + limit + 1))
@@ -680,16 +687,18 @@ class _Machine:
     # -- the program
     def run(self) -> Any:
         budget = MAX_PICKLE_OPS
-        ops = _OPS
-        buf = self.buf
+        ops, buf, end = _OPS, self.buf, self.end
         while True:
-            _need(self.pos < self.end, "truncated pickle: no STOP opcode")
-            code = buf[self.pos]
-            self.pos += 1
-            handler = ops.get(code)
-            _need(handler is not None, f"unknown or unsupported pickle opcode 0x{code:02x} at byte {self.pos - 1}")
+            pos = self.pos
+            if pos >= end:
+                raise _Malformed("truncated pickle: no STOP opcode")
+            handler = ops.get(buf[pos])
+            self.pos = pos + 1
+            if handler is None:
+                raise _Malformed(f"unknown or unsupported pickle opcode 0x{buf[pos]:02x} at byte {pos}")
             budget -= 1
-            _need(budget > 0, f"the pickle runs more than {MAX_PICKLE_OPS} opcodes")
+            if budget <= 0:
+                raise _Malformed(f"the pickle runs more than {MAX_PICKLE_OPS} opcodes")
             if handler(self) is _STOP:
                 return self.result
 
@@ -708,7 +717,7 @@ def _op(code: bytes):
 
 @_op(b"\x80")
 def _proto(m):
-    _need(m.take(1)[0] <= 5, "pickle protocol above 5")
+    _need(m.byte() <= 5, "pickle protocol above 5")
 
 
 @_op(b"\x95")
@@ -780,7 +789,7 @@ def _binint(m):
 
 @_op(b"K")
 def _binint1(m):
-    m.stack.append(m.take(1)[0])
+    m.stack.append(m.byte())
 
 
 @_op(b"M")
@@ -790,7 +799,7 @@ def _binint2(m):
 
 @_op(b"\x8a")
 def _long1(m):
-    m.stack.append(int.from_bytes(m.take(m.take(1)[0]), "little", signed=True))
+    m.stack.append(int.from_bytes(m.take(m.byte()), "little", signed=True))
 
 
 @_op(b"\x8b")
@@ -826,7 +835,7 @@ def _binstring(m):
 
 @_op(b"U")
 def _short_binstring(m):
-    m.stack.append(m.py2_string(m.take(m.take(1)[0])))
+    m.stack.append(m.py2_string(m.take(m.byte())))
 
 
 @_op(b"V")
@@ -839,10 +848,10 @@ def _text(m, n):
 
 
 _OPS[b"X"[0]] = lambda m: _text(m, m.unpack("<I"))
-_OPS[b"\x8c"[0]] = lambda m: _text(m, m.take(1)[0])
+_OPS[b"\x8c"[0]] = lambda m: _text(m, m.byte())
 _OPS[b"\x8d"[0]] = lambda m: _text(m, m.unpack("<Q"))
 _OPS[b"B"[0]] = lambda m: m.stack.append(m.take(m.unpack("<I")))
-_OPS[b"C"[0]] = lambda m: m.stack.append(m.take(m.take(1)[0]))
+_OPS[b"C"[0]] = lambda m: m.stack.append(m.take(m.byte()))
 _OPS[b"\x8e"[0]] = lambda m: m.stack.append(m.take(m.unpack("<Q")))
 _OPS[b"\x96"[0]] = lambda m: m.stack.append(bytearray(m.take(m.unpack("<Q"))))
 
@@ -967,10 +976,10 @@ def _line_index(m):
 
 
 _OPS[b"g"[0]] = lambda m: _get(m, _line_index(m))
-_OPS[b"h"[0]] = lambda m: _get(m, m.take(1)[0])
+_OPS[b"h"[0]] = lambda m: _get(m, m.byte())
 _OPS[b"j"[0]] = lambda m: _get(m, m.unpack("<I"))
 _OPS[b"p"[0]] = lambda m: _put(m, _line_index(m))
-_OPS[b"q"[0]] = lambda m: _put(m, m.take(1)[0])
+_OPS[b"q"[0]] = lambda m: _put(m, m.byte())
 _OPS[b"r"[0]] = lambda m: _put(m, m.unpack("<I"))
 _OPS[b"\x94"[0]] = lambda m: _put(m, len(m.memo))
 
