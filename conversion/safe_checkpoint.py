@@ -60,6 +60,7 @@ MAX_NESTING = 100  # containers inside containers, for the plain data handed bac
 MAX_TENSOR_DIMS = 64
 MAX_LINE = 1 << 16  # protocol-0 lines holding a number, a name or a key
 MAX_INT_BYTES = 1 << 12  # LONG1/LONG4 integers
+MAX_SAME_HASH = 64  # keys of one dict or set sharing a hash (int and tuple hashes can be made to collide)
 
 # Module prefixes whose classes only ever carry configuration in research checkpoints. Their objects are
 # rebuilt as inert placeholders and then flattened into plain data; none of their code is imported.
@@ -164,7 +165,10 @@ class _Storage:
         size = _element_size(dtype)
         if nbytes % size or (self.flat.storage_offset() * self.flat.element_size()) % size:
             raise _Malformed(f"storage '{self.key}' ({nbytes} bytes of {self.dtype}) cannot be read as {dtype}")
-        return self.flat.view(torch.uint8).view(dtype)
+        raw = self.flat.view(torch.uint8)
+        if dtype == torch.bool:
+            _need(not raw.numel() or int(raw.max()) <= 1, f"storage '{self.key}' read as bool holds bytes other than 0 and 1")
+        return raw.view(dtype)
 
 
 def _element_size(dtype: torch.dtype) -> int:
@@ -221,7 +225,13 @@ def _call_builtin(kind: str) -> Callable:
                   f"{kind}() of {_describe(source)} (only a list, tuple, set or dict is accepted)")
             if kind == "dict":
                 _need(type(source) is not set and type(source) is not frozenset, "dict() of a set")
-                return dict(source) if isinstance(source, dict) else dict(_pairs(source))
+                if isinstance(source, dict):
+                    return dict(source)
+                pairs = _pairs(source)
+                _distinct_hashes(key for key, _ in pairs)
+                return dict(pairs)
+            if kind in ("set", "frozenset") and not isinstance(source, (set, frozenset)):
+                _distinct_hashes(source)
             made = {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[kind](source)
             return machine.track(made)
         if kind in ("int", "float", "bool"):
@@ -260,6 +270,21 @@ def _call_builtin(kind: str) -> Callable:
         raise _Malformed(f"builtins.{kind} may not be called")
 
     return build
+
+
+def _flooding(count: int) -> _Malformed:
+    return _Malformed(f"more than {MAX_SAME_HASH} keys of one dict or set share a hash value ({count} seen; "
+                      "a hash-flooding pattern that would make reading take quadratic time)")
+
+
+def _distinct_hashes(keys) -> None:
+    counts: dict[int, int] = {}
+    for key in keys:
+        if type(key) is not str:
+            h = hash(key)
+            counts[h] = counts.get(h, 0) + 1
+            if counts[h] > MAX_SAME_HASH:
+                raise _flooding(counts[h])
 
 
 def _pairs(items) -> list:
@@ -301,7 +326,11 @@ def _ordered_dict(machine: _Machine, args: tuple) -> collections.OrderedDict:
         return collections.OrderedDict()
     source = args[0]
     _need(type(source) in (list, tuple, dict, collections.OrderedDict), f"OrderedDict() of {_describe(source)}")
-    return collections.OrderedDict(source if isinstance(source, dict) else _pairs(source))
+    if isinstance(source, dict):
+        return collections.OrderedDict(source)
+    pairs = _pairs(source)
+    _distinct_hashes(key for key, _ in pairs)
+    return collections.OrderedDict(pairs)
 
 
 def _default_dict(machine: _Machine, args: tuple) -> dict:
@@ -587,6 +616,14 @@ class _Machine:
         self.depth: dict[int, int] = {}  # nesting of tuples and frozensets, the only hashable containers
         self.keep: list[Any] = []  # keeps those alive so their ids stay theirs
         self.result: Any = None
+        self.same_hash: dict[tuple[int, int], int] = {}  # (container id, key hash) -> keys inserted
+
+    def admit(self, container: Any, key: Any) -> None:
+        if type(key) is not str:
+            slot = (id(container), hash(key))
+            count = self.same_hash[slot] = self.same_hash.get(slot, 0) + 1
+            if count > MAX_SAME_HASH:
+                raise _flooding(count)
 
     # -- reading the program
     def take(self, n: int) -> bytes:
@@ -671,9 +708,11 @@ class _Machine:
 
     def setitem(self, target: Any, key: Any, value: Any) -> None:
         if isinstance(target, _Placeholder):
+            self.admit(target, key)
             target.items[key] = value
         else:
             _need(type(target) in (dict, collections.OrderedDict), f"SETITEM on {_describe(target)} (only dicts the reader created)")
+            self.admit(target, key)
             target[key] = value
 
     def append(self, target: Any, values: list) -> None:
@@ -909,6 +948,7 @@ def _empty_dict(m):
 def _dict(m):
     items = m.pop_mark()
     _need(len(items) % 2 == 0, "DICT with an odd number of items")
+    _distinct_hashes(items[::2])
     m.stack.append(dict(zip(items[::2], items[1::2])))
 
 
@@ -919,13 +959,17 @@ def _empty_set(m):
 
 @_op(b"\x91")
 def _frozenset(m):
-    m.stack.append(m.track(frozenset(m.pop_mark())))
+    items = m.pop_mark()
+    _distinct_hashes(items)
+    m.stack.append(m.track(frozenset(items)))
 
 
 @_op(b"\x90")
 def _additems(m):
     items = m.pop_mark()
     _need(m.stack and type(m.stack[-1]) is set, "ADDITEMS on something that is not a set the reader created")
+    for item in items:
+        m.admit(m.stack[-1], item)
     m.stack[-1].update(items)
 
 

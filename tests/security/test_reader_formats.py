@@ -114,3 +114,13 @@ def test_numpy_dtype_is_rebuilt_from_its_name_not_its_state(tmp_path):
         integer(3), text(">"), NONE, NONE, NONE, integer(-1), integer(-1), integer(0)) + b"b"
     path = torch_zip(tmp_path / "dtype.pt", program(big), {})
     assert read_checkpoint(path) == np.dtype(">i4")
+
+
+def test_many_distinct_integer_keys_still_read(tmp_path):
+    # the hash-flooding bound counts keys per hash value, so large integer-keyed dicts (optimizer state) pass
+    want = {"state": {i: torch.tensor([float(i)]) for i in range(3000)}, "sets": {frozenset(range(100)), (1, 2)}}
+    path = tmp_path / "optimizer.pt"
+    torch.save(want, path)
+    got = read_checkpoint(path)
+    assert sorted(got["state"]) == list(range(3000)) and float(got["state"][2999]) == 2999.0
+    assert got["sets"] == want["sets"]
