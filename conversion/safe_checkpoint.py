@@ -60,6 +60,8 @@ MAX_NESTING = 100  # containers inside containers, for the plain data handed bac
 MAX_TENSOR_DIMS = 64
 MAX_LINE = 1 << 16  # protocol-0 lines holding a number, a name or a key
 MAX_INT_BYTES = 1 << 12  # LONG1/LONG4 integers
+COPY_FACTOR = 16  # containers, bytes and arrays built from other objects: at most this many times the pickle's size
+COPY_ALLOWANCE = 64 << 20  # ... plus this many bytes
 MAX_SAME_HASH = 64  # keys of one dict or set sharing a hash (int and tuple hashes can be made to collide)
 
 # Module prefixes whose classes only ever carry configuration in research checkpoints. Their objects are
@@ -153,14 +155,18 @@ class _PendingArray:
 class _Storage:
     """A checked, flat tensor over bytes that are in the file (or, for the legacy format, will be read)."""
 
-    __slots__ = ("key", "dtype", "flat")
+    __slots__ = ("key", "dtype", "flat", "views")
 
     def __init__(self, key: str, dtype: torch.dtype, flat: torch.Tensor):
         self.key, self.dtype, self.flat = key, dtype, flat
+        self.views: dict[torch.dtype, torch.Tensor] = {dtype: flat}
 
     def typed(self, dtype: torch.dtype) -> torch.Tensor:
-        if dtype == self.dtype:
-            return self.flat
+        if dtype not in self.views:
+            self.views[dtype] = self._reinterpret(dtype)
+        return self.views[dtype]
+
+    def _reinterpret(self, dtype: torch.dtype) -> torch.Tensor:
         nbytes = self.flat.numel() * self.flat.element_size()
         size = _element_size(dtype)
         if nbytes % size or (self.flat.storage_offset() * self.flat.element_size()) % size:
@@ -223,6 +229,7 @@ def _call_builtin(kind: str) -> Callable:
             source = args[0]
             _need(type(source) in (list, tuple, set, frozenset, dict, collections.OrderedDict),
                   f"{kind}() of {_describe(source)} (only a list, tuple, set or dict is accepted)")
+            machine.charge(16 * len(source), f"{kind}()")
             if kind == "dict":
                 _need(type(source) is not set and type(source) is not frozenset, "dict() of a set")
                 if isinstance(source, dict):
@@ -251,9 +258,11 @@ def _call_builtin(kind: str) -> Callable:
                 return maker()
             if len(args) == 1:
                 _need(type(args[0]) in (bytes, bytearray), f"{kind}() of {_describe(args[0])} (a size or an iterable is refused)")
+                machine.charge(len(args[0]), f"{kind}()")
                 return maker(args[0])
             _need(len(args) == 2 and isinstance(args[0], str) and args[1] in _LATIN1 + ("utf-8", "utf8", "ascii"),
                   f"{kind}(text, encoding) with an encoding outside latin-1/utf-8/ascii")
+            machine.charge(4 * len(args[0]), f"{kind}()")
             return maker(args[0], args[1])
         if kind == "slice":
             _need(len(args) <= 3 and all(a is None or type(a) is int for a in args), "slice() takes integers or None")
@@ -300,6 +309,7 @@ def _codecs_encode(machine: _Machine, args: tuple) -> bytes:
     encoding = args[1] if len(args) == 2 else "utf-8"
     _need(isinstance(encoding, str) and encoding.lower() in _LATIN1 + ("utf-8", "utf8", "ascii"),
           f"_codecs.encode with the codec {encoding!r:.40} (only latin-1, utf-8 and ascii are read)")
+    machine.charge(4 * len(args[0]), "_codecs.encode")
     return args[0].encode(encoding.lower())
 
 
@@ -316,6 +326,7 @@ def _copyreg_reconstructor(machine: _Machine, args: tuple) -> _Placeholder:
         _need(state is None, "copyreg._reconstructor of an object with a base state")
     elif state is not None:
         _need(type(state) is type(base.value()), f"copyreg._reconstructor base state is {_describe(state)}")
+        machine.charge(16 * len(state), "copyreg._reconstructor")
         placeholder.items.update(state if isinstance(state, dict) else enumerate(state))
     return placeholder
 
@@ -326,6 +337,7 @@ def _ordered_dict(machine: _Machine, args: tuple) -> collections.OrderedDict:
         return collections.OrderedDict()
     source = args[0]
     _need(type(source) in (list, tuple, dict, collections.OrderedDict), f"OrderedDict() of {_describe(source)}")
+    machine.charge(16 * len(source), "OrderedDict()")
     if isinstance(source, dict):
         return collections.OrderedDict(source)
     pairs = _pairs(source)
@@ -484,12 +496,13 @@ def _raw_bytes(value: Any, what: str) -> bytes:
     return bytes(value)
 
 
-def _numpy_array(shape: Any, dtype: Any, raw: Any, fortran: bool):
+def _numpy_array(machine: _Machine, shape: Any, dtype: Any, raw: Any, fortran: bool):
     import numpy as np
 
     shape = _as_shape(shape, "numpy array shape")
     dtype = _final_numpy_dtype(dtype)
     raw = _raw_bytes(raw, "numpy array data")
+    machine.charge(2 * len(raw), "numpy array")
     expected = math.prod(shape) * dtype.itemsize
     _need(len(raw) == expected, f"numpy array of shape {shape} and dtype {dtype} needs {expected} bytes, the file holds {len(raw)}")
     flat = np.frombuffer(bytearray(raw), dtype=dtype) if raw else np.empty(0, dtype=dtype)
@@ -504,7 +517,7 @@ def _numpy_reconstruct(machine: _Machine, args: tuple) -> _PendingArray:
     return _PendingArray()
 
 
-def _build_numpy_array(pending: _PendingArray, state: Any) -> None:
+def _build_numpy_array(machine: _Machine, pending: _PendingArray, state: Any) -> None:
     _need(pending.array is None, "numpy array state given twice")
     _need(isinstance(state, tuple) and len(state) in (4, 5), "numpy array state must be (version, shape, dtype, fortran, data)")
     if len(state) == 5:
@@ -512,14 +525,14 @@ def _build_numpy_array(pending: _PendingArray, state: Any) -> None:
         state = state[1:]
     shape, dtype, fortran, raw = state
     _need(type(fortran) is bool, "numpy array fortran flag must be True or False")
-    pending.array = _numpy_array(shape, dtype, raw, fortran)
+    pending.array = _numpy_array(machine, shape, dtype, raw, fortran)
 
 
 def _numpy_frombuffer(machine: _Machine, args: tuple):
     _need(len(args) == 4, "numpy _frombuffer takes (buffer, dtype, shape, order)")
     buffer, dtype, shape, order = args
     _need(order in ("C", "F"), "numpy _frombuffer order must be 'C' or 'F'")
-    return _numpy_array(shape, dtype, buffer, order == "F")
+    return _numpy_array(machine, shape, dtype, buffer, order == "F")
 
 
 def _numpy_scalar(machine: _Machine, args: tuple):
@@ -617,6 +630,13 @@ class _Machine:
         self.keep: list[Any] = []  # keeps those alive so their ids stay theirs
         self.result: Any = None
         self.same_hash: dict[tuple[int, int], int] = {}  # (container id, key hash) -> keys inserted
+        self.copies_left = COPY_FACTOR * (self.end - pos) + COPY_ALLOWANCE
+
+    def charge(self, nbytes: int, what: str) -> None:
+        self.copies_left -= nbytes
+        if self.copies_left < 0:
+            raise _Malformed(f"{what}: the pickle builds more than {COPY_FACTOR} times its own size in copies "
+                             "(containers, bytes and arrays made from other objects)")
 
     def admit(self, container: Any, key: Any) -> None:
         if type(key) is not str:
@@ -696,7 +716,7 @@ class _Machine:
         if isinstance(target, _Placeholder):
             target.state = state
         elif isinstance(target, _PendingArray):
-            _build_numpy_array(target, state)
+            _build_numpy_array(self, target, state)
         elif isinstance(target, _PendingDtype):
             _build_numpy_dtype(target, state)
         elif type(target) is collections.OrderedDict:
@@ -903,7 +923,9 @@ def _next_buffer(m):
 @_op(b"\x98")
 def _readonly_buffer(m):
     _need(m.stack and isinstance(m.stack[-1], (bytes, bytearray)), "READONLY_BUFFER on something that is not bytes")
-    m.stack[-1] = bytes(m.stack[-1])
+    if type(m.stack[-1]) is bytearray:
+        m.charge(len(m.stack[-1]), "READONLY_BUFFER")
+        m.stack[-1] = bytes(m.stack[-1])
 
 
 @_op(b")")
@@ -1296,7 +1318,7 @@ def _resolve(obj: Any) -> Any:
     return obj
 
 
-def _to_plain(obj: Any, memo: dict[int, Any], device: torch.device, depth: int = 0) -> Any:
+def _to_plain(obj: Any, memo: dict[int, Any], depth: int = 0) -> Any:
     """Flatten placeholders (and the omegaconf node tree inside them) into plain Python data."""
     _need(depth <= MAX_NESTING, f"data nested more than {MAX_NESTING} containers deep")
     if id(obj) in memo:
@@ -1305,22 +1327,22 @@ def _to_plain(obj: Any, memo: dict[int, Any], device: torch.device, depth: int =
     if obj is None or isinstance(obj, (str, bytes, int, float, bool)):
         return obj
     if isinstance(obj, torch.Tensor):
-        result = obj if device.type == "cpu" else obj.to(device)
-    elif isinstance(obj, _Placeholder):
-        result = _placeholder_to_plain(obj, memo, device, depth)
+        return obj
+    if isinstance(obj, _Placeholder):
+        result = _placeholder_to_plain(obj, memo, depth)
     elif isinstance(obj, dict):
         result = collections.OrderedDict() if type(obj) is collections.OrderedDict else {}
         memo[id(obj)] = result
         for key, value in obj.items():
-            result[_to_plain(key, memo, device, depth + 1)] = _to_plain(value, memo, device, depth + 1)
+            result[_to_plain(key, memo, depth + 1)] = _to_plain(value, memo, depth + 1)
         return result
     elif isinstance(obj, list):
         result = []
         memo[id(obj)] = result
-        result.extend(_to_plain(value, memo, device, depth + 1) for value in obj)
+        result.extend(_to_plain(value, memo, depth + 1) for value in obj)
         return result
     elif isinstance(obj, (tuple, set, frozenset)):
-        result = type(obj)(_to_plain(value, memo, device, depth + 1) for value in obj)
+        result = type(obj)(_to_plain(value, memo, depth + 1) for value in obj)
     elif isinstance(obj, enum.Enum):
         result = obj.value
     else:
@@ -1329,9 +1351,9 @@ def _to_plain(obj: Any, memo: dict[int, Any], device: torch.device, depth: int =
     return result
 
 
-def _placeholder_to_plain(obj: _Placeholder, memo: dict[int, Any], device: torch.device, depth: int) -> Any:
+def _placeholder_to_plain(obj: _Placeholder, memo: dict[int, Any], depth: int) -> Any:
     def plain(value):
-        return _to_plain(value, memo, device, depth + 1)
+        return _to_plain(value, memo, depth + 1)
 
     qualname, state = obj.qualname, obj.state
     if isinstance(state, tuple) and len(state) == 2 and (state[0] is None or isinstance(state[0], dict)) \
@@ -1365,14 +1387,16 @@ def _placeholder_to_plain(obj: _Placeholder, memo: dict[int, Any], device: torch
 def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Any:
     """Read an original checkpoint without executing any code from it.
 
-    Tensors keep their dtype (float16 releases stay float16). Configuration objects come back as plain
-    dicts. Raises `UnsafeCheckpointError` for any other global and `CheckpointReadError` for missing,
+    Tensors keep their dtype (float16 releases stay float16) and are read onto the CPU (`map_location`
+    must say "cpu"; move them afterwards). Configuration objects come back as plain dicts. Raises `UnsafeCheckpointError` for any other global and `CheckpointReadError` for missing,
     truncated, malformed or non-checkpoint files; both name the file.
 
         ckpt = read_checkpoint("checkpoint_last_musicbert_base.pt")
         ckpt["cfg"]["model"]["arch"]
     """
     path = Path(path)
+    if torch.device(map_location).type != "cpu":
+        raise ValueError(f"read_checkpoint reads onto the CPU, got map_location={map_location!r}; move the tensors afterwards")
     if not path.is_file():
         raise CheckpointReadError(f"{path}: no such checkpoint file")
     with path.open("rb") as handle:
@@ -1385,9 +1409,8 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         raise CheckpointReadError(f"{path}: the tar checkpoint format of torch < 0.4 is not read; re-save it with a newer torch")
     reader = None
     try:
-        device = torch.device(map_location)
         reader = _ZipCheckpoint(path) if head.startswith(b"PK") else _LegacyCheckpoint(path)
-        return _to_plain(reader.read(), {}, device)
+        return _to_plain(reader.read(), {})
     except _Refused as err:
         raise UnsafeCheckpointError(f"{path}: {err}") from None
     except _Malformed as err:

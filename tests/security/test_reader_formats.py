@@ -124,3 +124,11 @@ def test_many_distinct_integer_keys_still_read(tmp_path):
     got = read_checkpoint(path)
     assert sorted(got["state"]) == list(range(3000)) and float(got["state"][2999]) == 2999.0
     assert got["sets"] == want["sets"]
+
+
+def test_tensors_are_read_onto_the_cpu_only(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    with pytest.raises(ValueError, match="reads onto the CPU"):
+        read_checkpoint(path, map_location="meta")
+    assert read_checkpoint(path, map_location=torch.device("cpu"))["w"].device.type == "cpu"

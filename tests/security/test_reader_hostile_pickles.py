@@ -66,6 +66,10 @@ def _v8_with_object_field() -> bytes:
 COLLIDING = [integer(i * (2**61 - 1)) for i in range(1, 201)]
 
 
+PUT0, GET0 = b"q\x00", b"h\x00"
+COPIES = "times its own size in copies"
+
+
 def _nested(opening: bytes, closing: bytes, depth: int, core: bytes = NONE) -> bytes:
     return opening * depth + core + closing * depth
 
@@ -232,6 +236,14 @@ PROGRAMS: dict[str, tuple[bytes, str, str]] = {
                                           + b"".join(tup(k, NONE) for k in COLLIDING) + b"e"), MALFORMED, "share a hash value"),
     "hash_flood_configuration_items": (call(glob("yacs.config", "CfgNode")) + MARK + b"".join(k + NONE for k in COLLIDING)
                                        + b"u", MALFORMED, "share a hash value"),
+    # copies: containers, bytes and arrays made from objects already built are bounded by the pickle's own size
+    "copies_of_one_big_list": (EMPTY_LIST + MARK + NONE * 10_000 + b"e" + PUT0 + b"0"
+                               + (call(glob("builtins", "list"), GET0) + b"0") * 2000 + NONE, MALFORMED, COPIES),
+    "copies_of_one_buffer_as_arrays": (raw_bytes(bytes(2**20)) + PUT0 + b"0"
+                                       + (numpy_array((2**18,), numpy_dtype("f4"), GET0) + b"0") * 100 + NONE,
+                                       MALFORMED, COPIES),
+    "copies_of_one_bytearray": (b"\x96" + struct.pack("<Q", 2**20) + bytes(2**20) + PUT0 + b"0"
+                                + (GET0 + b"\x98" + b"0") * 100 + NONE, MALFORMED, COPIES),
     # the pickle machine itself
     "memo_read_before_write": (b"h\x05", MALFORMED, "memo entry 5 read before it was written"),
     "reduce_on_empty_stack": (REDUCE, MALFORMED, "nothing to pop"),
