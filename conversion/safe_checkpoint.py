@@ -505,8 +505,16 @@ def _numpy_array(machine: _Machine, shape: Any, dtype: Any, raw: Any, fortran: b
     machine.charge(2 * len(raw), "numpy array")
     expected = math.prod(shape) * dtype.itemsize
     _need(len(raw) == expected, f"numpy array of shape {shape} and dtype {dtype} needs {expected} bytes, the file holds {len(raw)}")
+    _plain_bools(dtype, raw)
     flat = np.frombuffer(bytearray(raw), dtype=dtype) if raw else np.empty(0, dtype=dtype)
     return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def _plain_bools(dtype, raw: bytes) -> None:
+    import numpy as np
+
+    if dtype.kind == "b" and raw:
+        _need(int(np.frombuffer(raw, dtype=np.uint8).max()) <= 1, "numpy bool data holds bytes other than 0 and 1")
 
 
 def _numpy_reconstruct(machine: _Machine, args: tuple) -> _PendingArray:
@@ -542,6 +550,7 @@ def _numpy_scalar(machine: _Machine, args: tuple):
     dtype = _final_numpy_dtype(args[0])
     raw = _raw_bytes(args[1], "numpy scalar data")
     _need(len(raw) == dtype.itemsize, f"numpy {dtype} scalar needs {dtype.itemsize} bytes, the file holds {len(raw)}")
+    _plain_bools(dtype, raw)
     return np.frombuffer(raw, dtype=dtype, count=1)[0]
 
 

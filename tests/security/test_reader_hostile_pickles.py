@@ -105,6 +105,8 @@ PROGRAMS: dict[str, tuple[bytes, str, str]] = {
                                 MALFORMED, "given twice"),
     "numpy_frombuffer_short": (call(glob("numpy._core.numeric", "_frombuffer"), raw_bytes(b"123"), numpy_dtype("f4"), ints(2),
                                     text("C")), MALFORMED, "needs 8 bytes"),
+    "numpy_bool_bytes": (numpy_array((2,), numpy_dtype("b1"), raw_bytes(b"\x01\x07")), MALFORMED, "bytes other than 0 and 1"),
+    "numpy_bool_scalar_byte": (call(SCALAR, numpy_dtype("b1"), raw_bytes(b"\x02")), MALFORMED, "bytes other than 0 and 1"),
     "numpy_load": (call(glob("numpy", "load"), text("/etc/passwd")), UNSAFE, "numpy.load"),
     "numpy_frombuffer_public": (call(glob("numpy", "frombuffer"), raw_bytes(b"1234")), UNSAFE, "numpy.frombuffer"),
     # item 2: BUILD / SETITEM / APPEND only on objects the reader itself created
