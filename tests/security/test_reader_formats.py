@@ -53,6 +53,8 @@ def _payload():
         "array": np.arange(6, dtype=">f8").reshape(2, 3),
         "fortran": np.asfortranarray(np.arange(6, dtype=np.int16).reshape(2, 3)),
         "number": np.float32(1.5),
+        "mask": np.array([True, False, True]),
+        "truth": np.bool_(True),
     }
 
 
@@ -63,10 +65,11 @@ def _assert_same(got, want):
         assert got[key].stride() == want[key].stride() and torch.equal(got[key].detach(), want[key].detach()), key
     assert isinstance(got["parameter"], torch.nn.Parameter) and got["parameter"].requires_grad
     assert got["window"].untyped_storage().data_ptr() == got["shares_with_window"].untyped_storage().data_ptr()
-    for key in ("array", "fortran"):
+    for key in ("array", "fortran", "mask"):
         assert got[key].dtype == want[key].dtype and (got[key] == want[key]).all(), key
     assert got["fortran"].flags.f_contiguous
     assert got["number"] == want["number"] and got["number"].dtype == np.float32
+    assert got["truth"] is np.True_
     assert got["args"] == vars(want["args"])
 
 
