@@ -110,8 +110,10 @@ PROGRAMS: dict[str, tuple[bytes, str, str]] = {
     "numpy_load": (call(glob("numpy", "load"), text("/etc/passwd")), UNSAFE, "numpy.load"),
     "numpy_frombuffer_public": (call(glob("numpy", "frombuffer"), raw_bytes(b"1234")), UNSAFE, "numpy.frombuffer"),
     # item 2: BUILD / SETITEM / APPEND only on objects the reader itself created
-    "build_class_attribute_on_untypedstorage": (glob("torch.storage", "UntypedStorage") + dictionary(pwned=integer(1)) + BUILD,
-                                                MALFORMED, "BUILD on the global 'torch.storage.UntypedStorage'"),
+    "build_class_attribute_on_untypedstorage": (glob("torch.storage", "UntypedStorage") + tup(NONE, dictionary(
+        is_shared=NONE, pwned=integer(1))) + BUILD, MALFORMED, "BUILD on the global 'torch.storage.UntypedStorage'"),
+    "build_dict_state_on_untypedstorage": (glob("torch.storage", "UntypedStorage") + dictionary(pwned=integer(1)) + BUILD,
+                                           MALFORMED, "BUILD on the global 'torch.storage.UntypedStorage'"),
     "build_defaults_on_rebuild_tensor_v2": (glob("torch._utils", "_rebuild_tensor_v2")
                                             + tup(NONE, dictionary(__defaults__=tup(integer(1)))) + BUILD,
                                             MALFORMED, "BUILD on the global 'torch._utils._rebuild_tensor_v2'"),
