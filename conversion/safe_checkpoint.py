@@ -1077,8 +1077,11 @@ def _stack_global(m):
     m.stack.append(_find_global(module, name))
 
 
-for _ext in (b"\x82", b"\x83", b"\x84"):
-    _OPS[_ext[0]] = lambda m: (_ for _ in ()).throw(_Malformed("pickle extension codes (EXT1/2/4) are not read"))
+def _extension(m):
+    raise _Malformed("pickle extension codes (EXT1/2/4) are not read")
+
+
+_OPS[0x82] = _OPS[0x83] = _OPS[0x84] = _extension
 
 
 @_op(b"R")
