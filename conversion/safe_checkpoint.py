@@ -1158,8 +1158,10 @@ def _swap_bytes(flat: torch.Tensor) -> None:
 
 
 def _check_bools(storage: _Storage) -> None:
-    if storage.dtype == torch.bool and storage.flat.numel():
-        _need(int(storage.flat.view(torch.uint8).max()) <= 1, f"bool storage '{storage.key}' holds bytes other than 0 and 1")
+    """Every bool view of the storage (its own dtype, or a reinterpretation) holds only 0 and 1."""
+    for dtype, view in storage.views.items():
+        if dtype == torch.bool and view.numel():
+            _need(int(view.view(torch.uint8).max()) <= 1, f"bool storage '{storage.key}' holds bytes other than 0 and 1")
 
 
 def _storage_id(saved_id: Any, legacy: bool):
@@ -1266,7 +1268,7 @@ class _LegacyCheckpoint:
             self.declared += nbytes + 8
             _need(self.declared <= len(self.buf) - self.pos,
                   f"storages declare {self.declared} bytes, more than the {len(self.buf) - self.pos} left in the file")
-            self.storages[key] = _Storage(key, dtype, torch.empty(numel, dtype=dtype))
+            self.storages[key] = _Storage(key, dtype, torch.zeros(numel, dtype=dtype))  # filled after the pickles
         root = self.storages[key]
         _need(root.dtype == dtype, f"storage '{key}' is referenced with two dtypes")
         if view is None:
@@ -1302,6 +1304,7 @@ class _LegacyCheckpoint:
                 storage.flat.view(torch.uint8).copy_(torch.frombuffer(bytearray(self.take(nbytes)), dtype=torch.uint8))
             if not little:
                 _swap_bytes(storage.flat)
+        for storage in [*self.storages.values(), *self.views.values()]:
             _check_bools(storage)
         return result
 

@@ -349,6 +349,10 @@ CONTAINERS = {
         view=tup(text("v"), integer(3), integer(5))), size=(1,))), ["1"], [(4, FLOATS)]), MALFORMED, "reaches past storage '1'"),
     "legacy_storage_two_dtypes": (lambda p: legacy_file(p, program(tup(LEGACY_TENSOR, tensor(
         legacy_storage(numel=2, storage_type="DoubleStorage"), size=(2,)))), ["1"], [(4, FLOATS)]), MALFORMED, "two dtypes"),
+    "legacy_untyped_storage_as_bool_v3": (lambda p: legacy_file(p, program(call(
+        glob("torch._utils", "_rebuild_tensor_v3"), legacy_storage(numel=4, storage_type="UntypedStorage"), integer(0), ints(4),
+        ints(1), FALSE, ORDERED_DICT, glob("torch", "bool"))), ["1"], [(4, b"\x00\x01\x05\x00")]), MALFORMED,
+        "bool storage '1' holds bytes other than 0 and 1"),
     "legacy_persistent_id_zip_shape": (lambda p: legacy_file(p, program(tensor(storage(key="1"))), ["1"], [(4, FLOATS)]),
                                        MALFORMED, "not a torch storage reference"),
     "legacy_persistent_id_in_magic": (lambda p: _write(p, program(text("x") + b"Q")), MALFORMED,
