@@ -69,8 +69,10 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     )
     print(json.dumps(metrics["eval"], indent=2))
     if args.push_to:
+        from zoo.hub import write_card
         from zoo.publish import publish_folder
 
+        write_card(args.out, variant=args.variant, repo_id=args.push_to)  # the card names the repo it goes to
         result = publish_folder(args.out, args.push_to, token=os.environ.get("HF_TOKEN"))
         print(f"{result.repo_id}: " + (f"commit {result.commit} tag {result.tag}" if result.commit else "unchanged")
               + (f" (base model {metrics.get('base_model')})" if metrics.get("base_model") else ""))
