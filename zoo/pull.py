@@ -76,10 +76,13 @@ def converted_dir(variant: str, sha256: str) -> Path:
 
 
 def _offline() -> bool:
+    """HF_HUB_OFFLINE as the environment says now (huggingface_hub's constant only mirrors it at import)."""
     from huggingface_hub import constants
 
-    value = os.environ.get("HF_HUB_OFFLINE", "")
-    return value.upper() in ("1", "ON", "YES", "TRUE") or bool(constants.HF_HUB_OFFLINE)
+    value = os.environ.get("HF_HUB_OFFLINE")
+    if value is not None:
+        return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def hub_repo_id(entry: ModelEntry) -> str | None:
@@ -178,10 +181,8 @@ def config_problems(variant: str, config: dict[str, Any], overrides: dict[str, A
     for key, value in entry.config.items():
         if key in overrides or isinstance(value, float) or (is_base and key in HEAD_KEYS):
             continue
-        want = expected.get(key, value)
+        want = json.loads(json.dumps(expected.get(key, value)))  # as config.json holds it (lists, string keys)
         got = config.get(key)
-        if isinstance(want, tuple):
-            want = list(want)
         if got != want:
             problems.append(f"{key} is {got!r}, the variant has {want!r}")
     return problems
@@ -362,8 +363,9 @@ def _from_release(entry: ModelEntry, revision: str | None, progress: bool, hub_n
             except BaseException:
                 _remove_download(downloads, keep_partial=False)
                 raise
-    if not want_sha:
+    if entry.original.sha256 is None or entry.original.size_bytes is None:
         _record_facts(entry, sha, size)
+    if not want_sha:
         _progress(f"zoo pull {entry.name}: recorded {name}: {size} bytes, sha256 {sha} (the registry does not "
                   f"know them; later downloads are checked against this)")
     return PullResult(cached, "download")

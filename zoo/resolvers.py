@@ -134,7 +134,8 @@ def manual_instructions(original: Any, variant: str) -> str:
         f"{variant}: the original release {original.filename} is linked from a page, not a file a program can "
         f"fetch ({original.url}). Download it by hand from there, then run\n"
         f"  zoo pull {variant} --file PATH/TO/{original.filename}\n"
-        f"(or create_model('{variant}', pretrained=True, original_file='PATH')).{notes}"
+        f"once; afterwards `zoo pull {variant}` and create_model('{variant}', pretrained=True) find the converted "
+        f"copy in the zoo cache.{notes}"
     )
 
 
