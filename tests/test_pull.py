@@ -481,3 +481,33 @@ def test_catalog_imports_no_recipes_conversion_or_pull():
                 continue
             offenders += [f"{path.name}: {n}" for n in names if n.startswith(forbidden)]
     assert offenders == []
+
+
+def test_finetune_push_to_records_base_model(hub, tmp_path, monkeypatch, capsys):
+    """`zoo finetune ... --pretrained ORG/base --push-to ORG/NAME`: the card names the base; pages link both ways."""
+    import tests.toy  # noqa: F401  (registers the toy family and its recipe)
+    from tests.hub.helpers import make_toy_folder
+    from zoo.publish import publish_folder
+
+    cards = tmp_path / "cards"  # the toy family's fine-tuning card template, where the CLI looks for <family>.md
+    cards.mkdir()
+    (cards / "toy.md").write_text((Path(tests.toy.__file__).parent / "card.md").read_text())
+    monkeypatch.setattr("zoo.hub.CARDS_DIR", cards)
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    base = make_toy_folder(tmp_path / "base", repo_id=f"{ORG}/toy-base")
+    with hub_session(hub.url, hub.token):
+        publish_folder(base, f"{ORG}/toy-base", token=hub.token)
+        assert main(["finetune", "toy_tiny", "--dataset", "toy_halves", "--out", str(tmp_path / "ft"),
+                     "--pretrained", f"{ORG}/toy-base", "--max-steps", "2", "--push-to", f"{ORG}/toy-ft"]) == 0
+        from huggingface_hub import ModelCard
+
+        card = ModelCard.load(f"{ORG}/toy-ft")
+    assert card.data.base_model == f"{ORG}/toy-base"
+    assert f"fine-tuned from [`{ORG}/toy-base`]" in card.text
+    assert f"(base model {ORG}/toy-base)" in capsys.readouterr().out
+    headers = {"authorization": f"Bearer {hub.token}"}
+    assert f"href='/{ORG}/toy-ft'" in httpx.get(f"{hub.url}/{ORG}/toy-base", headers=headers).text
+    assert f"href='/{ORG}/toy-base'" in httpx.get(f"{hub.url}/{ORG}/toy-ft", headers=headers).text

@@ -148,9 +148,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     if not variants:
         print("zoo publish: error: name variants or pass --all", file=sys.stderr)
         return 2
+    files = dict(item.split("=", 1) for item in args.file if "=" in item)
+    if len(files) != len(args.file):
+        print("zoo publish: error: --file takes VARIANT=PATH", file=sys.stderr)
+        return 2
     try:
         results = publish(list(dict.fromkeys(variants)), args.org, token=os.environ.get("HF_TOKEN"),
-                          private=args.private)
+                          private=args.private, files=files)
     except Exception as err:  # noqa: BLE001 - report which variant failed and why, as one line
         print(f"zoo publish: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
@@ -229,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("variants", nargs="*")
     p.add_argument("--org", required=True)
     p.add_argument("--all", action="store_true", help="every variant with an original release")
+    p.add_argument("--file", action="append", default=[], metavar="VARIANT=PATH",
+                   help="a release downloaded by hand (links zoo cannot fetch); repeatable")
     p.add_argument("--private", action="store_true")
     return parser
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from .fileio import atomic_write_json, sha256_file
 from .registry import ModelEntry, build_config, model_info
-from .resolvers import ManualDownloadRequired, Resolution, download, link_kind, resolve
+from .resolvers import DownloadError, ManualDownloadRequired, Resolution, download, link_kind, resolve
 
 __all__ = [
     "CACHE_ENV", "HUB_ORG_ENV", "OfflineError", "PullError", "VariantMismatchError", "cache_root",
@@ -307,11 +307,19 @@ def _from_file(entry: ModelEntry, file: Path, progress: bool) -> PullResult:
     cached = _cached(entry, sha)
     if cached is not None:
         return PullResult(cached, "cache")
-    if entry.original is not None and entry.original.companions:
-        raise PullError(f"{entry.name}: conversion also needs {', '.join(entry.original.companions)}; put the "
-                        f"unpacked files next to {file} and run `zoo convert {entry.family} ...` instead")
-    folder = _convert_into_cache(entry, file, sha, workdir=file.parent, is_archive=False, progress=progress)
-    if entry.original is not None:
+    original = entry.original
+    with tempfile.TemporaryDirectory(prefix=".unpack-", dir=_mkdir(cache_root() / "tmp")) as tmp:
+        workdir, checkpoint = Path(tmp), file
+        if original is not None and original.archive and zipfile.is_zipfile(file):  # the release zip itself
+            checkpoint = _unpack(file, entry, workdir)
+        for companion in original.companions if original is not None else ():
+            if (file.parent / companion).is_file():  # e.g. stats_priorgrad.zip downloaded next to it
+                _extract_all(file.parent / companion, workdir)
+        if not any(workdir.iterdir()):
+            workdir = file.parent  # unpacked companions (stats_priorgrad/) next to the file are used as they are
+        folder = _convert_into_cache(entry, checkpoint, sha, workdir=workdir, progress=progress,
+                                     original_file=file)
+    if original is not None and (original.archive is None or checkpoint != file):  # the file is the release
         _record_facts(entry, sha, size)
     return PullResult(folder, "file")
 
@@ -339,13 +347,20 @@ def _from_release(entry: ModelEntry, revision: str | None, progress: bool, hub_n
     try:
         if not target.is_file():
             _progress(f"zoo pull {entry.name}: downloading {name} ({resolution.kind} link)")
-            download(resolution, target, expected_size=want_size, label=name, progress=progress)
+            try:
+                download(resolution, target, expected_size=want_size, label=name, progress=progress)
+            except DownloadError as err:
+                notes = f" Notes on this release: {entry.original.notes}" if entry.original.notes else ""
+                raise PullError(f"{entry.name}: {err}. If you have {name} from elsewhere, run "
+                                f"`zoo pull {entry.name} --file PATH`.{notes}") from None
         sha, size = sha256_file(target), target.stat().st_size
         if want_size is not None and size != want_size:
             raise PullError(f"{entry.name}: {name} is {size} bytes, {source} says {want_size}; the file was deleted")
         if want_sha is not None and sha != want_sha:
+            remedy = ("A release that changed on the server needs a new registry entry" if source == "the registry entry"
+                      else f"If the release really changed, delete its row in {cache_root() / FACTS_FILE}")
             raise PullError(f"{entry.name}: {name} has sha256 {sha}, {source} says {want_sha}; the file was "
-                            f"deleted. A release that changed on the server needs a new registry entry")
+                            f"deleted. {remedy}")
         companions = [_download_companion(entry, resolution, c, downloads, progress) for c in entry.original.companions]
     except BaseException:
         _remove_download(downloads, keep_partial=True)
@@ -354,12 +369,12 @@ def _from_release(entry: ModelEntry, revision: str | None, progress: bool, hub_n
     if cached is None:
         with tempfile.TemporaryDirectory(prefix=".unpack-", dir=_mkdir(cache_root() / "tmp")) as tmp:
             workdir = Path(tmp)
-            checkpoint = _unpack(target, entry, workdir) if entry.original.archive else target
-            for companion in companions:
-                _extract_all(companion, workdir)
             try:
-                cached = _convert_into_cache(entry, checkpoint, sha, workdir=workdir, is_archive=True,
-                                             progress=progress, original_file=target)
+                checkpoint = _unpack(target, entry, workdir) if entry.original.archive else target
+                for companion in companions:
+                    _extract_all(companion, workdir)
+                cached = _convert_into_cache(entry, checkpoint, sha, workdir=workdir, progress=progress,
+                                             original_file=target)
             except BaseException:
                 _remove_download(downloads, keep_partial=False)
                 raise
@@ -450,8 +465,8 @@ def _converter_module(entry: ModelEntry):
     return importlib.import_module(f"conversion.{stem}")
 
 
-def _convert_into_cache(entry: ModelEntry, checkpoint: Path, sha: str, *, workdir: Path, is_archive: bool,
-                        progress: bool, original_file: Path | None = None) -> Path:
+def _convert_into_cache(entry: ModelEntry, checkpoint: Path, sha: str, *, workdir: Path, progress: bool,
+                        original_file: Path | None = None) -> Path:
     module = _converter_module(entry)
     final = converted_dir(entry.name, sha)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -473,7 +488,7 @@ def _convert_into_cache(entry: ModelEntry, checkpoint: Path, sha: str, *, workdi
         record_path = out / "verification" / "record.json"
         if not record_path.is_file():
             raise PullError(f"{entry.converter} wrote no verification record into {out}")
-        if original_file is not None and original_file != checkpoint:
+        if original_file is not None and original_file.resolve() != checkpoint.resolve():
             # the record names the file that was downloaded (the archive) and the member converted from it
             record = json.loads(record_path.read_text())
             record["original"] = {**(record.get("original") or {}), "file": original_file.name,
