@@ -278,6 +278,10 @@ def _from_hub(variant: str, repo: str, revision: str | None) -> tuple[Path | Non
         return None, note
     except LocalEntryNotFoundError:
         return None, f" (HF_HUB_OFFLINE is set and {repo} is not in the Hub cache)"
+    except Exception as err:  # noqa: BLE001 - an unreachable Hub: a converted copy of the original may be cached
+        _progress(f"zoo pull {variant}: {repo} could not be fetched ({type(err).__name__}: {err}); "
+                  f"trying the original release")
+        return None, f" ({repo} could not be fetched: {type(err).__name__})"
     check_folder_matches(variant, folder)
     return folder, ""
 

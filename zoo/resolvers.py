@@ -7,7 +7,8 @@ Kinds of link in the catalogue (zoo/catalog/*.py):
   large files with an HTML "can't scan this file for viruses" page whose form carries a confirm token; the
   resolver reads that page (bounded) and follows the form.
 - ``hub``: a file in a Hugging Face Hub repo (``huggingface.co/ORG/NAME`` plus the entry's ``archive``), fetched
-  from ``HF_ENDPOINT``/``ORG/NAME/resolve/REVISION/FILE`` with ``HF_TOKEN`` when set.
+  from ``https://huggingface.co/ORG/NAME/resolve/REVISION/FILE`` with ``HF_TOKEN`` when set. The release's
+  host, not ``HF_ENDPOINT``: that often names a local hub holding only zoo's own conversions.
 - ``manual``: a web page (a GitHub README, a OneDrive share, a Drive *folder*) that a program cannot turn into
   one file without scraping or a login. `ManualDownloadRequired` says where to get it and how to pass it
   with ``--file``.
@@ -121,9 +122,10 @@ def resolve(original: Any, *, variant: str, revision: str | None = None) -> Reso
     if kind == "hub":
         repo_id, url_revision, url_file = _hub_repo(url)
         filename = getattr(original, "archive", None) or url_file or original.filename
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+        # the release's own host, not HF_ENDPOINT: that may be a local hub that holds only zoo's conversions
+        parts = urlsplit(url)
         rev = revision or url_revision or "main"
-        return Resolution("hub", f"{endpoint}/{repo_id}/resolve/{rev}/{filename}",
+        return Resolution("hub", f"{parts.scheme}://{parts.hostname}/{repo_id}/resolve/{rev}/{filename}",
                           archive_member=getattr(original, "archive_member", None))
     return Resolution("https", url)
 
@@ -205,10 +207,11 @@ def _max_bytes(expected_size: int | None) -> int:
 
 
 def _headers(url: str) -> dict[str, str]:
+    """HF_TOKEN goes to Hub hosts only, and never through a mirror."""
     headers = {"User-Agent": "zoo-pull/1"}
     token = os.environ.get("HF_TOKEN")
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    if token and url.startswith(endpoint + "/"):
+    parts = urlsplit(url)
+    if token and parts.scheme == "https" and parts.hostname in _HUB_HOSTS and not os.environ.get(MIRROR_ENV):
         headers["Authorization"] = f"Bearer {token}"
     return headers
 
