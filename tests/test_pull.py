@@ -438,6 +438,12 @@ def test_hub_route_create_model_and_verify_repo(published, hub, tmp_path, monkey
             assert type(model).__name__ == registry.model_info(name).architecture
             assert main(["verify", repo]) == 0, name
             assert capsys.readouterr().out.strip().endswith("OK")
+        from huggingface_hub import HfApi
+
+        name, repo = next(iter(published.items()))
+        tag = HfApi(endpoint=hub.url, token=hub.token).list_repo_refs(repo).tags[0].name
+        pinned = pull_result(name, revision=tag, progress=False)
+        assert pinned.source == f"hub:{repo}@{tag}" and (pinned.folder / "verification" / "record.json").is_file()
     assert not (tmp_path / "no-original-cache").exists()
 
 

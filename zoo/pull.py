@@ -41,8 +41,8 @@ from .registry import ModelEntry, build_config, model_info
 from .resolvers import DownloadError, ManualDownloadRequired, Resolution, download, link_kind, resolve
 
 __all__ = [
-    "CACHE_ENV", "HUB_ORG_ENV", "OfflineError", "PullError", "VariantMismatchError", "cache_root",
-    "check_folder_matches", "converted_dir", "hub_repo_id", "pull",
+    "CACHE_ENV", "HUB_ORG_ENV", "OfflineError", "PullError", "PullResult", "VariantMismatchError", "cache_root",
+    "check_folder_matches", "config_problems", "converted_dir", "hub_repo_id", "pull", "pull_result",
 ]
 
 CACHE_ENV = "ZOO_CACHE"
@@ -94,7 +94,7 @@ def hub_repo_id(entry: ModelEntry) -> str | None:
     return f"{org}/{name}" if org else None
 
 
-def _progress(message: str) -> None:
+def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
@@ -236,7 +236,11 @@ def pull(
     from_original: bool = False,
     progress: bool = True,
 ) -> Path:
-    """The converted folder of `variant` (downloading and converting at most once); see the module doc."""
+    """The converted folder of `variant` (downloading and converting at most once); see the module doc.
+
+        folder = pull("nasbert5_mlnet")                                    # ~/.cache/zoo/converted/nasbert5_mlnet/...
+        folder = pull("musicbert_base", file="checkpoint_last_musicbert_base.pt")   # a link zoo cannot fetch
+    """
     return pull_result(variant, file=file, revision=revision, from_original=from_original, progress=progress).folder
 
 
@@ -248,6 +252,7 @@ def pull_result(
     from_original: bool = False,
     progress: bool = True,
 ) -> PullResult:
+    """`pull`, also saying where the folder came from ("hub:ORG/NAME@REV", "cache", "download", "file")."""
     entry = model_info(variant)
     repo = hub_repo_id(entry)
     hub_note = ""
@@ -261,7 +266,7 @@ def pull_result(
                             f"lists those that were){hub_note}; create it untrained with create_model('{variant}') "
                             f"or pass a checkpoint you trained with --file")
     if file is not None:
-        return _from_file(entry, Path(file), progress)
+        return _from_file(entry, Path(file))
     return _from_release(entry, revision, progress, hub_note)
 
 
@@ -274,12 +279,12 @@ def _from_hub(variant: str, repo: str, revision: str | None) -> tuple[Path | Non
         folder = Path(snapshot_download(repo, revision=revision, local_files_only=offline))
     except (RepositoryNotFoundError, RevisionNotFoundError) as err:
         note = f" (the converted repo {repo}@{revision or 'main'} was not found: {type(err).__name__})"
-        _progress(f"zoo pull {variant}: {repo} not found; falling back to the original release")
+        _say(f"zoo pull {variant}: {repo} not found; falling back to the original release")
         return None, note
     except LocalEntryNotFoundError:
         return None, f" (HF_HUB_OFFLINE is set and {repo} is not in the Hub cache)"
     except Exception as err:  # noqa: BLE001 - an unreachable Hub: a converted copy of the original may be cached
-        _progress(f"zoo pull {variant}: {repo} could not be fetched ({type(err).__name__}: {err}); "
+        _say(f"zoo pull {variant}: {repo} could not be fetched ({type(err).__name__}: {err}); "
                   f"trying the original release")
         return None, f" ({repo} could not be fetched: {type(err).__name__})"
     check_folder_matches(variant, folder)
@@ -298,7 +303,7 @@ def _what_to_download(entry: ModelEntry) -> str:
     return f"{what}{extra} from {original.url}"
 
 
-def _from_file(entry: ModelEntry, file: Path, progress: bool) -> PullResult:
+def _from_file(entry: ModelEntry, file: Path) -> PullResult:
     if not file.is_file():
         raise FileNotFoundError(f"--file {file}: no such file")
     sha, size = sha256_file(file), file.stat().st_size
@@ -321,8 +326,7 @@ def _from_file(entry: ModelEntry, file: Path, progress: bool) -> PullResult:
                 _extract_all(file.parent / companion, workdir)
         if not any(workdir.iterdir()):
             workdir = file.parent  # unpacked companions (stats_priorgrad/) next to the file are used as they are
-        folder = _convert_into_cache(entry, checkpoint, sha, workdir=workdir, progress=progress,
-                                     original_file=file)
+        folder = _convert_into_cache(entry, checkpoint, sha, workdir=workdir, original_file=file)
     if original is not None and (original.archive is None or checkpoint != file):  # the file is the release
         _record_facts(entry, sha, size)
     return PullResult(folder, "file")
@@ -350,7 +354,7 @@ def _from_release(entry: ModelEntry, revision: str | None, progress: bool, hub_n
     target = downloads / name
     try:
         if not target.is_file():
-            _progress(f"zoo pull {entry.name}: downloading {name} ({resolution.kind} link)")
+            _say(f"zoo pull {entry.name}: downloading {name} ({resolution.kind} link)")
             try:
                 download(resolution, target, expected_size=want_size, label=name, progress=progress)
             except DownloadError as err:
@@ -377,15 +381,14 @@ def _from_release(entry: ModelEntry, revision: str | None, progress: bool, hub_n
                 checkpoint = _unpack(target, entry, workdir) if entry.original.archive else target
                 for companion in companions:
                     _extract_all(companion, workdir)
-                cached = _convert_into_cache(entry, checkpoint, sha, workdir=workdir, progress=progress,
-                                             original_file=target)
+                cached = _convert_into_cache(entry, checkpoint, sha, workdir=workdir, original_file=target)
             except BaseException:
                 _remove_download(downloads, keep_partial=False)
                 raise
     if entry.original.sha256 is None or entry.original.size_bytes is None:
         _record_facts(entry, sha, size)
     if not want_sha:
-        _progress(f"zoo pull {entry.name}: recorded {name}: {size} bytes, sha256 {sha} (the registry does not "
+        _say(f"zoo pull {entry.name}: recorded {name}: {size} bytes, sha256 {sha} (the registry does not "
                   f"know them; later downloads are checked against this)")
     return PullResult(cached, "download")
 
@@ -469,7 +472,7 @@ def _converter_module(entry: ModelEntry):
     return importlib.import_module(f"conversion.{stem}")
 
 
-def _convert_into_cache(entry: ModelEntry, checkpoint: Path, sha: str, *, workdir: Path, progress: bool,
+def _convert_into_cache(entry: ModelEntry, checkpoint: Path, sha: str, *, workdir: Path,
                         original_file: Path | None = None) -> Path:
     module = _converter_module(entry)
     final = converted_dir(entry.name, sha)
@@ -483,7 +486,7 @@ def _convert_into_cache(entry: ModelEntry, checkpoint: Path, sha: str, *, workdi
             kwargs["command"] = f"zoo pull {entry.name}"
         if "stats" in parameters and (workdir / "stats_priorgrad").is_dir():
             kwargs["stats"] = workdir
-        _progress(f"zoo pull {entry.name}: converting {checkpoint.name} with {entry.converter}")
+        _say(f"zoo pull {entry.name}: converting {checkpoint.name} with {entry.converter}")
         module.convert(checkpoint, out, **kwargs)
         problems = config_problems(entry.name, json.loads((out / "config.json").read_text()))
         if problems:

@@ -6,7 +6,6 @@ and the cards of the other repos this identity may read (children name this repo
 
 from __future__ import annotations
 
-import html
 import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -18,15 +17,19 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["render_lineage"]
 
+# the record zoo.verification writes; the server runs without the zoo package, so the names are repeated here
+RECORD_PATH = "verification/record.json"
 MAX_RECORD_BYTES = 1 << 20
 
 
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
+    from .pages import _e as escape  # pages imports this module: one escaping helper, looked up at call time
+
+    return escape(value)
 
 
 def _record(hub: HubApp, commit: dict[str, Any]) -> dict[str, Any]:
-    entry = commit["files"].get("verification/record.json")
+    entry = commit["files"].get(RECORD_PATH)
     if entry is None or entry["size"] > MAX_RECORD_BYTES:
         return {}
     try:
