@@ -517,3 +517,16 @@ def test_finetune_push_to_records_base_model(hub, tmp_path, monkeypatch, capsys)
     headers = {"authorization": f"Bearer {hub.token}"}
     assert f"href='/{ORG}/toy-ft'" in httpx.get(f"{hub.url}/{ORG}/toy-base", headers=headers).text
     assert f"href='/{ORG}/toy-base'" in httpx.get(f"{hub.url}/{ORG}/toy-ft", headers=headers).text
+
+
+def test_hub_repo_id_org_is_configurable(monkeypatch):
+    from zoo.pull import hub_repo_id
+
+    entry = zoo.model_info("nasbert5_mlnet")
+    monkeypatch.delenv("ZOO_HUB_ORG", raising=False)
+    assert hub_repo_id(entry) is None  # nothing published by default: the original release is used
+    assert hub_repo_id(replace(entry, hub_id="someorg/nasbert5")) == "someorg/nasbert5"
+    monkeypatch.setenv("ZOO_HUB_ORG", "myorg")
+    assert hub_repo_id(entry) == "myorg/nasbert5_mlnet"
+    assert hub_repo_id(replace(entry, hub_id="nasbert5")) == "myorg/nasbert5"
+    assert hub_repo_id(replace(entry, hub_id="someorg/nasbert5")) == "myorg/nasbert5"

@@ -312,5 +312,7 @@ def download(
         os.replace(part, dest)
         return dest
     have = part.stat().st_size if part.is_file() else 0
+    kept = (f"{have} bytes are kept in {part} and the next run resumes from there" if have
+            else "nothing was received")
     raise DownloadError(f"{label or dest.name}: download from {url} failed after {attempts} tries ({last_error}); "
-                        f"{have} bytes are kept in {part} and the next run resumes from there")
+                        f"{kept}")
