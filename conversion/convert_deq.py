@@ -235,6 +235,8 @@ def convert(
                               "max_rel_residual": float(check.rel_residual.max()),
                               "logits_shape": list(got.shape)},
         })
+        from zoo.verification import write_record
+        write_record(stage, original=original, converter=__file__, variant=variant)  # verification/ (zoo verify)
         write_card(stage, variant=variant, repo_id=out_dir.name)
     return out_dir
 

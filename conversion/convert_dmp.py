@@ -267,7 +267,8 @@ def convert(
         record["forward_check"] = _forward_check(model, stage)
         atomic_write_json(stage / "conversion.json", record)
         from zoo.hub import write_card
-
+        from zoo.verification import write_record
+        write_record(stage, original=original, converter=__file__, variant=variant)  # verification/ (zoo verify)
         write_card(stage, variant=variant, repo_id=Path(out_dir).name)
     return Path(out_dir)
 

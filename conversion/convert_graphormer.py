@@ -217,6 +217,8 @@ def convert(
             "forward_check": {"molecules": molecules, "reload_max_abs_diff": diff,
                               "outputs": after.reshape(after.shape[0], -1)[:, :4].tolist()},
         })
+        from zoo.verification import write_record
+        write_record(stage, original=original, converter=__file__, variant=variant)  # verification/ (zoo verify)
         write_card(stage, variant=variant, repo_id=out_dir.name)
     return out_dir
 

@@ -285,6 +285,8 @@ def convert(
                 "check": check,
             },
         )
+        from zoo.verification import write_record
+        write_record(stage, original=original, converter=__file__, variant=variant)  # verification/ (zoo verify)
         write_card(stage, variant=variant, repo_id=Path(out_dir).name, extra={"pipeline_tag": "graph-ml"})
     return Path(out_dir)
 

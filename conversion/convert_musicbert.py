@@ -219,6 +219,8 @@ def convert(
             if not record["parity"]["ok"]:
                 raise ConversionError(f"{original}: converted outputs differ from {expected}: {record['parity']}")
         atomic_write_json(stage / "conversion.json", record)
+        from zoo.verification import write_record
+        write_record(stage, original=original, converter=__file__, variant=variant)  # verification/ (zoo verify)
         write_card(stage, variant=variant, repo_id=out_dir.name)
     return record
 

@@ -183,6 +183,8 @@ def convert(
             "command": command or f"python conversion/convert_priorgrad.py {shlex.quote(str(checkpoint))} {out_dir}",
             "forward_check": check,
         })
+        from zoo.verification import write_record
+        write_record(stage, original=checkpoint, converter=__file__, variant=variant)  # verification/ (zoo verify)
         write_card(stage, variant=variant, repo_id=Path(out_dir).name)
     return Path(out_dir)
 

@@ -5,7 +5,8 @@
     model = AutoModel.from_pretrained("path/or/repo-id")   # any zoo folder; zoo registered the Auto classes
 """
 
-from . import catalog  # noqa: E402,F401,I001  (last: registers every family with the Auto classes)
+from . import catalog  # noqa: E402,F401,I001  (registers every family with the Auto classes: data at the bottom)
+from . import recipes  # noqa: E402,F401,I001  (recipes and demos build on the catalogue, never the reverse)
 from .auto import Family, families, get_family, register_family
 from .registry import (
     ModelEntry,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +68,14 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         seed=args.seed, options=options, overwrite=args.overwrite, eval_steps=args.eval_steps,
     )
     print(json.dumps(metrics["eval"], indent=2))
+    if args.push_to:
+        from zoo.hub import write_card
+        from zoo.publish import publish_folder
+
+        write_card(args.out, variant=args.variant, repo_id=args.push_to)  # the card names the repo it goes to
+        result = publish_folder(args.out, args.push_to, token=os.environ.get("HF_TOKEN"))
+        print(f"{result.repo_id}: " + (f"commit {result.commit} tag {result.tag}" if result.commit else "unchanged")
+              + (f" (base model {metrics.get('base_model')})" if metrics.get("base_model") else ""))
     return 0
 
 
@@ -99,6 +108,62 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if all(row.ok for row in rows) else 1
 
 
+def _cmd_pull(args: argparse.Namespace) -> int:
+    from zoo.pull import OfflineError, PullError, VariantMismatchError, pull_result
+    from zoo.resolvers import DownloadError
+
+    try:
+        result = pull_result(args.variant, file=args.file, revision=args.revision, from_original=args.from_original,
+                             progress=not args.quiet)
+    except (PullError, DownloadError, VariantMismatchError, OfflineError) as err:
+        print(f"zoo pull: error: {err}", file=sys.stderr)
+        return 2
+    print(result.folder)
+    print(f"source: {result.source}", file=sys.stderr)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from zoo.verification import VerificationError, verify
+
+    try:
+        result = verify(args.target, revision=args.revision, device=args.device, atol=args.atol)
+    except VerificationError as err:
+        print(f"zoo verify: error: {err}", file=sys.stderr)
+        return 2
+    original = result.record.get("original") or {}
+    print(f"{args.target}: {result.record.get('architecture')}"
+          + (f" from {original.get('file')} (sha256 {original.get('sha256')})" if original else ""))
+    for name, diff in result.diffs.items():
+        print(f"  {name}: max |difference| {diff:.3g}")
+    verdict = "OK" if result.ok else "FAILED"
+    print(f"max |difference| {result.max_abs_diff:.3g} (tolerance {result.atol:g}, {result.device}): {verdict}")
+    return 0 if result.ok else 1
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from zoo.publish import all_released, publish
+
+    variants = list(args.variants) + (all_released() if args.all else [])
+    if not variants:
+        print("zoo publish: error: name variants or pass --all", file=sys.stderr)
+        return 2
+    files = dict(item.split("=", 1) for item in args.file if "=" in item)
+    if len(files) != len(args.file):
+        print("zoo publish: error: --file takes VARIANT=PATH", file=sys.stderr)
+        return 2
+    try:
+        results = publish(list(dict.fromkeys(variants)), args.org, token=os.environ.get("HF_TOKEN"),
+                          private=args.private, files=files)
+    except Exception as err:  # noqa: BLE001 - report which variant failed and why, as one line
+        print(f"zoo publish: error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    for result in results:
+        state = f"commit {result.commit} tag {result.tag}" if result.commit else "unchanged"
+        print(f"{result.repo_id}\t{state}\tmax|diff| {result.max_abs_diff:.3g}")
+    return 0
+
+
 def _cmd_hub(rest: list[str]) -> int:
     module = importlib.import_module("zoo.hub_cli")
     return int(module.main(rest) or 0)
@@ -123,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("variant")
     p.add_argument("--dataset", required=True, help="recipe name (see zoo.finetune.list_recipes())")
     p.add_argument("--out", required=True)
-    p.add_argument("--pretrained", help="local folder or Hub repo id to start from")
+    p.add_argument("--pretrained", nargs="?", const=True,
+                   help="local folder or Hub repo id to start from; alone: the variant's released weights (zoo pull)")
+    p.add_argument("--push-to", metavar="ORG/NAME", help="publish the fine-tuned folder there (base model recorded)")
     p.add_argument("--revision")
     p.add_argument("--epochs", type=float)
     p.add_argument("--max-steps", type=int, default=-1)
@@ -147,6 +214,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve", action="store_true", help="keep the local hub serving after the table (Ctrl-C)")
 
     sub.add_parser("hub", help="local Hub-compatible server: zoo hub serve [--root DIR] [--port N]")
+
+    p = sub.add_parser("pull", help="download (or reuse) a variant's converted weights; prints the folder")
+    p.add_argument("variant")
+    p.add_argument("--file", help="the original checkpoint you downloaded by hand (for links zoo cannot fetch)")
+    p.add_argument("--revision", help="branch, tag or commit of the Hub repo")
+    p.add_argument("--from-original", action="store_true",
+                   help="convert the original release even when a converted Hub repo is configured")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("verify", help="rerun a folder's verification record; prints the max difference")
+    p.add_argument("target", metavar="FOLDER_OR_REPO")
+    p.add_argument("--revision")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--atol", type=float, help="tolerance (default: the record's)")
+
+    p = sub.add_parser("publish", help="pull, convert, verify and upload released variants to a Hub org")
+    p.add_argument("variants", nargs="*")
+    p.add_argument("--org", required=True)
+    p.add_argument("--all", action="store_true", help="every variant with an original release")
+    p.add_argument("--file", action="append", default=[], metavar="VARIANT=PATH",
+                   help="a release downloaded by hand (links zoo cannot fetch); repeatable")
+    p.add_argument("--private", action="store_true")
     return parser
 
 
@@ -159,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_convert(args, rest) if argv[0] == "convert" else _cmd_hub(rest)
     args = parser.parse_args(argv)
     handlers = {"list": _cmd_list, "info": _cmd_info, "recipes": _cmd_recipes, "finetune": _cmd_finetune,
-                "demo": _cmd_demo}
+                "demo": _cmd_demo, "pull": _cmd_pull, "verify": _cmd_verify, "publish": _cmd_publish}
     try:
         return handlers[args.command](args)
     except (LookupError, FileExistsError, FileNotFoundError) as err:

@@ -218,7 +218,7 @@ def finetune(
     train_result = trainer.train()
     eval_metrics = trainer.evaluate()
     metrics = {
-        "variant": variant, "recipe": recipe, "dataset": spec.dataset, "base_model": _base_model(pretrained),
+        "variant": variant, "recipe": recipe, "dataset": spec.dataset, "base_model": _base_model(pretrained, variant),
         "train": dict(train_result.metrics), "eval": eval_metrics, "curves": _curves(trainer.state.log_history),
         "metric_for_best_model": data.metric_for_best_model, "datasets": data.datasets or None,
         "results": _card_results(data, eval_metrics, spec), "tags": ["fine-tuned", entry.family, entry.task],
@@ -237,10 +237,18 @@ def finetune(
     return metrics
 
 
-def _base_model(pretrained: str | os.PathLike | None) -> str | None:
-    if pretrained is None:
+def _base_model(pretrained: bool | str | os.PathLike | None, variant: str | None = None) -> str | None:
+    """The Hub repo a run started from (card `base_model`), when there is one."""
+    if pretrained is None or pretrained is False:
         return None
+    if pretrained is True:  # the variant's released weights: its converted repo, when one is configured
+        from .pull import hub_repo_id
+
+        return hub_repo_id(model_info(variant)) if variant else None
     path = Path(pretrained)
+    snapshot = [part for part in path.resolve().parts if part.startswith("models--")] if path.is_dir() else []
+    if snapshot:  # a folder of the Hub cache: models--ORG--NAME/snapshots/<commit>
+        return snapshot[-1].removeprefix("models--").replace("--", "/", 1)
     if path.is_dir():
         config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
         return config.get("_name_or_path") or None

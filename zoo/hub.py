@@ -144,9 +144,16 @@ def render_card(
 
 
 def write_card(folder: str | os.PathLike, **kwargs: Any) -> Path:
-    """Render the card (see `render_card`) and write it atomically to `folder/README.md`."""
+    """Render the card (see `render_card`) and write it atomically to `folder/README.md`.
+
+    The lineage (original release -> converted -> fine-tuned) and the verification record, when the folder
+    has them, are appended as their own sections (zoo.verification.card_section).
+    """
+    from .verification import card_section
+
     card = render_card(folder, **kwargs)
-    return atomic_write_text(Path(folder) / "README.md", str(card))
+    text = str(card).rstrip("\n") + "\n" + card_section(folder, base_model=kwargs.get("base_model"))
+    return atomic_write_text(Path(folder) / "README.md", text)
 
 
 # --------------------------------------------------------------------------------------------- metadata

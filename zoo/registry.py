@@ -38,6 +38,9 @@ class OriginalCheckpoint:
     sha256: str | None = None  # None: not known
     dtype: str | None = None  # e.g. "float16" for releases trained with --fp16
     notes: str = ""
+    archive: str | None = None  # the file to download when it is a zip holding the checkpoint (a Hub file name)
+    archive_member: str | None = None  # the checkpoint's path inside `archive`
+    companions: tuple[str, ...] = ()  # more files from the same place that conversion needs (zips, unpacked)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class ModelEntry:
     params: int | None = None  # parameter count the release reports, when known
     recipe: str | None = None  # name of a fine-tuning recipe (zoo finetune) that suits this variant
     test_config: dict[str, Any] = field(default_factory=dict)  # shrinks the variant for the registry walk
+    hub_id: str | None = None  # converted weights on the Hub: "NAME" (org from ZOO_HUB_ORG) or "ORG/NAME"
 
     @property
     def pretrained(self) -> bool:
@@ -127,22 +131,32 @@ def model_class(name: str) -> type[PreTrainedModel]:
 
 def create_model(
     name: str,
-    pretrained: str | os.PathLike | None = None,
+    pretrained: bool | str | os.PathLike | None = None,
     revision: str | None = None,
     **overrides: Any,
 ) -> PreTrainedModel:
     """Build a registered variant, randomly initialised or from converted weights.
 
-    `pretrained` is a local folder or a Hub repo id holding a zoo folder (config.json +
-    model.safetensors), as written by the family's converter; `revision` picks a branch, tag or commit.
-    Keyword overrides change the config (e.g. `num_labels=3` for a new classification head).
+    `pretrained=True` loads the variant's released weights: the converted Hub repo (`hub_id`) when the
+    entry names one, else the original release, downloaded, checked and converted once into the zoo cache
+    (see `zoo.pull.pull`). `pretrained` may also be a local folder or a Hub repo id holding a zoo folder
+    (config.json + model.safetensors); its config is checked against the variant (family, architecture,
+    sizes) and a mismatch is refused. `revision` picks a branch, tag or commit. Keyword overrides change
+    the config (e.g. `num_labels=3` for a new classification head).
 
-        model = zoo.create_model("musicbert_base", pretrained="./musicbert_base", num_labels=13)
+        model = zoo.create_model("graphormer_base_pcqm4mv2", pretrained=True)
+        model = zoo.create_model("musicbert_base", pretrained="org/musicbert_base", num_labels=13)
     """
     cls = model_class(name)
-    if pretrained is None:
+    if pretrained is None or pretrained is False:
         return cls(build_config(name, **overrides))
-    return cls.from_pretrained(os.fspath(pretrained), revision=revision, **overrides)
+    from .pull import check_folder_matches, pull
+
+    if pretrained is True:
+        target = check_folder_matches(name, pull(name, revision=revision), overrides=overrides)
+    else:
+        target = check_folder_matches(name, pretrained, revision=revision, overrides=overrides)
+    return cls.from_pretrained(target, **overrides)
 
 
 def dummy_inputs(name: str, config: PretrainedConfig) -> dict[str, Any]:

@@ -7,8 +7,6 @@ from typing import Any
 import torch
 
 from zoo.auto import register_family
-from zoo.demo import register_demo
-from zoo.finetune import Recipe, register_recipe
 from zoo.models.deq import (
     DeqTransformerConfig,
     DeqTransformerForCausalLM,
@@ -130,25 +128,3 @@ register_model(ModelEntry(
                      tie_projs=[False, True, True], tgt_len=6, mem_len=6, f_max_iter=4, b_max_iter=4),
 ))
 
-
-def _load_digits(options):
-    from zoo.recipes.deq import load_digits_recipe
-
-    return load_digits_recipe(options)
-
-
-def _demo(workdir, quick):
-    from zoo.recipes.deq import run_demo
-
-    return run_demo(workdir, quick)
-
-
-register_recipe(Recipe(
-    name="mdeq_digits", family="mdeq", variant="mdeq_tiny_cifar10",
-    description="A small MDEQ (1-channel 8x8 input, 2 branches) trained with a 5-step phantom gradient and the "
-                "Anderson solver; reports accuracy, solver evaluations and residuals at every epoch.",
-    dataset="scikit-learn load_digits (1,797 8x8 handwritten digits, UCI optdigits; BSD-3 via scikit-learn), "
-            "stratified 80/20 split",
-    load=_load_digits, learning_rate=5e-3, epochs=8, batch_size=32,
-))
-register_demo("mdeq", _demo)

@@ -116,5 +116,3 @@ register_model(ModelEntry(
     recipe="dmp_b3db_bbb",
     **{**_COMMON, "test_config": {}},
 ))
-
-import zoo.recipes.dmp  # noqa: E402,F401  (registers the B3DB recipes and the demo)

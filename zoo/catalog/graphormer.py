@@ -121,9 +121,3 @@ register_model(ModelEntry(
     params=None, **_COMMON,
 ))
 
-
-def _register_extras() -> None:
-    from ..recipes import graphormer as _recipe  # noqa: F401  (registers the B3DB recipe and the demo)
-
-
-_register_extras()

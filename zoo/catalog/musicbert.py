@@ -93,5 +93,3 @@ register_model(ModelEntry(
                 "weights: a CPU-sized model for the fine-tuning recipe and tests.",
     params=None, **_COMMON,
 ))
-
-from zoo.recipes import musicbert as _recipes  # noqa: E402,F401  (registers the recipe and the demo)

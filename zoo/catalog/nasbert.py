@@ -98,5 +98,3 @@ register_model(ModelEntry(
     description="ML.NET's 14M NAS-BERT NER encoder alone (no head).",
     original=_NER14M, params=13_690_368, **_COMMON,
 ))
-
-import zoo.recipes.nasbert  # noqa: E402,F401  (registers the fine-tuning recipe and the demo)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 
 from zoo.auto import register_family
-from zoo.demo import register_demo
-from zoo.finetune import Recipe, register_recipe
 from zoo.models.priorgrad import PriorGradConfig, PriorGradFeatureExtractor, PriorGradModel, PriorGradVocoder
 from zoo.registry import ModelEntry, OriginalCheckpoint, register_model
 
@@ -41,7 +39,8 @@ register_model(ModelEntry(
     family="priorgrad",
     task="mel-to-waveform",
     architecture="PriorGradVocoder",
-    config={},  # the defaults are the released params.py (30 layers, 64 channels, dilation cycle 10)
+    # the defaults are the released params.py; the sizes are spelled out so a folder is checked against them
+    config={"residual_layers": 30, "residual_channels": 64, "dilation_cycle_length": 10, "n_mels": 80},
     description="PriorGrad vocoder trained on LJSpeech (22.05 kHz, 80 mels) for 3M steps, released by the authors.",
     original=OriginalCheckpoint(
         filename="weights-3000000.pt",
@@ -50,6 +49,9 @@ register_model(ModelEntry(
         size_bytes=None,
         sha256=None,
         dtype="float32",
+        archive="priorgrad_voc.zip",
+        archive_member="checkpoints/priorgrad/weights-3000000.pt",
+        companions=("stats_priorgrad.zip",),
         notes=(
             "priorgrad_voc.zip unzips to checkpoints/priorgrad/weights-3000000.pt (learner dict: step, model, "
             "optimizer, params, scaler); the LJSpeech energy statistics are in stats_priorgrad.zip "
@@ -68,31 +70,3 @@ register_model(ModelEntry(
     test_config={"residual_layers": 2, "residual_channels": 8, "dilation_cycle_length": 2},
 ))
 
-
-def _load_espeak(options):
-    from zoo.recipes.priorgrad import load_espeak
-
-    return load_espeak(options)
-
-
-def _demo(workdir, quick):
-    from zoo.recipes.priorgrad import run_demo
-
-    return run_demo(workdir, quick)
-
-
-register_recipe(Recipe(
-    name="priorgrad_espeak",
-    family="priorgrad",
-    variant="priorgrad_vocoder_ljspeech",
-    description=(
-        "Train a small PriorGrad vocoder (6 layers x 24 channels) from scratch on espeak-ng speech; "
-        "`python -m zoo.recipes.priorgrad` also reports log-mel L1 / MR-STFT of vocoded held-out sentences."
-    ),
-    dataset="espeak-ng (Debian, GPL-3) speaking English sentences from Python docstrings, 22,050 Hz, 8 voices",
-    load=_load_espeak,
-    learning_rate=2e-3,
-    epochs=1.0,
-    batch_size=8,
-))
-register_demo("priorgrad", _demo)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .auth import Identity
+from .lineage import render_lineage
 from .storage import HubError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -182,6 +183,7 @@ def render_model(hub: HubApp, ident: Identity, repo_id: str, revision: str, base
         f"<div class=box><h2>Use this model</h2><pre id=load-snippet>{_e(snippet)}</pre></div>"
         f"<div class=box><h2>Metadata</h2><table id=metadata>{meta_rows}</table></div>"
         f"<div class=box><h2>Evaluation results</h2>{eval_html}</div>"
+        + render_lineage(hub, ident, repo_id, commit, card) +
         f"<div class='box card' id=card>{card_html}</div>"
         "<div class=box><h2>Files</h2><table id=files><thead><tr><th>file</th><th>size</th><th>storage</th>"
         f"<th>sha256</th></tr></thead><tbody>{file_rows}</tbody></table></div>"

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from transformers import EvalPrediction
 
-from zoo.finetune import RecipeData, RecipeOptions
+from zoo.demo import register_demo
+from zoo.finetune import Recipe, RecipeData, RecipeOptions, register_recipe
 
 __all__ = ["RECIPE_NAME", "collate_images", "digits_metrics", "load_digits_recipe", "MODEL_OVERRIDES"]
 
@@ -159,3 +160,14 @@ def run_demo(workdir, quick: bool):
     summary.update({k.removeprefix("eval_"): round(v, 4) for k, v in metrics["eval"].items()
                     if k in ("eval_accuracy", "eval_solver_steps", "eval_rel_residual_mean")})
     return DemoResult(folder=out, predict=classify_digit, summary=summary)
+
+
+register_recipe(Recipe(
+    name="mdeq_digits", family="mdeq", variant="mdeq_tiny_cifar10",
+    description="A small MDEQ (1-channel 8x8 input, 2 branches) trained with a 5-step phantom gradient and the "
+                "Anderson solver; reports accuracy, solver evaluations and residuals at every epoch.",
+    dataset="scikit-learn load_digits (1,797 8x8 handwritten digits, UCI optdigits; BSD-3 via scikit-learn), "
+            "stratified 80/20 split",
+    load=load_digits_recipe, learning_rate=5e-3, epochs=8, batch_size=32,
+))
+register_demo("mdeq", run_demo)

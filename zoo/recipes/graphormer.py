@@ -6,7 +6,7 @@ Both use a Bemis–Murcko scaffold split (80 / 20, largest scaffold groups to tr
 molecules have scaffolds never seen in training.
 
     zoo finetune graphormer_slim_classifier --dataset b3db_bbb --out runs/bbb
-    zoo finetune graphormer_base_pcqm4mv2 --dataset b3db_logbb --pretrained converted/pcqm4mv2 --out runs/logbb
+    zoo finetune graphormer_base_pcqm4mv2 --dataset b3db_logbb --pretrained --out runs/logbb  # released weights
 """
 
 from __future__ import annotations

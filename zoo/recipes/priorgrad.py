@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.finetune import RecipeData, RecipeOptions
+from zoo.demo import register_demo
+from zoo.finetune import Recipe, RecipeData, RecipeOptions, register_recipe
 from zoo.models.priorgrad import PriorGradFeatureExtractor, PriorGradVocoder
 
 __all__ = ["VOICES", "load_espeak", "log_mel_l1", "mr_stft_distance", "espeak_corpus", "main"]
@@ -292,6 +293,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     write_card(out, variant="priorgrad_vocoder_ljspeech", repo_id=out.name)
     print(json.dumps({"eval_loss": metrics["eval"].get("eval_loss"), **metrics["vocoding"]}, indent=2))
     return metrics
+
+
+if __name__ != "__main__":  # `python -m zoo.recipes.priorgrad` already registered the package's copy
+    register_recipe(Recipe(
+        name="priorgrad_espeak",
+        family="priorgrad",
+        variant="priorgrad_vocoder_ljspeech",
+        description=(
+            "Train a small PriorGrad vocoder (6 layers x 24 channels) from scratch on espeak-ng speech; "
+            "`python -m zoo.recipes.priorgrad` also reports log-mel L1 / MR-STFT of vocoded held-out sentences."
+        ),
+        dataset="espeak-ng (Debian, GPL-3) speaking English sentences from Python docstrings, 22,050 Hz, 8 voices",
+        load=load_espeak,
+        learning_rate=2e-3,
+        epochs=1.0,
+        batch_size=8,
+    ))
+    register_demo("priorgrad", run_demo)
 
 
 if __name__ == "__main__":

@@ -223,7 +223,12 @@ def test_full_vocabulary_encoder_converts_with_tokenizer_and_fine_tunes(tmp_path
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer("Hello world!")["input_ids"] == [0, 31414, 232, 328]  # ML.NET framing by default
-    head = zoo.create_model("nasbert5_mlnet_text_classification", pretrained=folder, num_labels=4)
+    from zoo.models.nasbert import NasBertForSequenceClassification
+    from zoo.pull import VariantMismatchError
+
+    with pytest.raises(VariantMismatchError, match="arches"):  # not the released NAS-BERT5 arches: refused
+        zoo.create_model("nasbert5_mlnet_text_classification", pretrained=folder, num_labels=4)
+    head = NasBertForSequenceClassification.from_pretrained(folder, num_labels=4)
     assert torch.equal(head.nasbert.embeddings.embed_tokens.weight, zoo_state["embeddings.embed_tokens.weight"])
     logits = head(**tokenizer(["Hello world!"], return_tensors="pt")).logits
     assert logits.shape == (1, 4)
