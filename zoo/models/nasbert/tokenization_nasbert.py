@@ -4,6 +4,8 @@ Model ids are the RoBERTa vocabulary: `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3, d
 `<mask>` last. Framing: `framing="fairseq"` (default) gives `<s> A </s>` / `<s> A </s> </s> B </s>`;
 `framing="mlnet"` gives ML.NET's `<s> A` / `<s> A </s> B` (no closing `</s>`), and
 `mlnet_bug_compat=True` additionally reproduces ML.NET's pass-through of GPT-2 ids 0-4.
+With `framing="mlnet"`, truncation is ML.NET's: the whole framed sequence is built, then its first
+`max_length` ids are kept (nothing is appended after the cut), instead of transformers' longest-first.
 
     tok = NasBertTokenizer.from_files("encoder.json", "vocab.bpe", "dict.txt")
     tok("Hello world!")["input_ids"]              # [0, 31414, 232, 328, 2]
@@ -17,7 +19,9 @@ import shutil
 
 from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
+from transformers.tokenization_utils_base import BatchEncoding, TruncationStrategy
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
+from transformers.utils import PaddingStrategy
 
 __all__ = ["NasBertTokenizer", "load_dictionary"]
 
@@ -134,11 +138,42 @@ class NasBertTokenizer(TokenizersBackend):
         """Keep the framing chosen at construction (fairseq or ML.NET)."""
 
     def _encode_plus(self, *args, **kwargs):
-        encoding = super()._encode_plus(*args, **kwargs)
+        truncation = kwargs.get("truncation_strategy", TruncationStrategy.DO_NOT_TRUNCATE)
+        if self.framing == "mlnet" and truncation != TruncationStrategy.DO_NOT_TRUNCATE:
+            encoding = self._encode_mlnet_cut(*args, **kwargs)
+        else:
+            encoding = super()._encode_plus(*args, **kwargs)
         if self._passthrough:
             self._check_ascii(args, kwargs)
             encoding["input_ids"] = self._apply_passthrough(encoding["input_ids"])
         return encoding
+
+    def _encode_mlnet_cut(self, *args, **kwargs) -> BatchEncoding:
+        """ML.NET's truncation (NasBertTrainer.PrepareRowTensor / PrepAndRunModel in dotnet/machinelearning):
+        frame `[0] + A (+ [2] + B)` in full, then keep its first `max_length` ids; the separator and B go
+        first, and no `</s>` is appended after the cut."""
+        strategy = kwargs["truncation_strategy"]
+        if strategy != TruncationStrategy.LONGEST_FIRST:
+            raise ValueError(f"framing='mlnet' truncates as ML.NET does (keep the first max_length ids of the "
+                             f"framed sequence); truncation={strategy.value!r} is not supported, use truncation=True")
+        if kwargs.get("return_overflowing_tokens") or kwargs.get("stride"):
+            raise ValueError("framing='mlnet' truncation drops the tail as ML.NET does; it returns no overflowing "
+                             "tokens and takes no stride")
+        max_length = kwargs.get("max_length")
+        if max_length is None:
+            max_length = self.model_max_length
+        padding = {"padding": kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD), "max_length": max_length,
+                   "pad_to_multiple_of": kwargs.get("pad_to_multiple_of"), "padding_side": kwargs.get("padding_side"),
+                   "return_attention_mask": kwargs.get("return_attention_mask"),
+                   "return_tensors": kwargs.get("return_tensors")}
+        full = super()._encode_plus(*args, **{
+            **kwargs, "truncation_strategy": TruncationStrategy.DO_NOT_TRUNCATE,
+            "padding_strategy": PaddingStrategy.DO_NOT_PAD, "return_tensors": None, "verbose": False,
+        })
+        batched = bool(full["input_ids"]) and isinstance(full["input_ids"][0], list)
+        cut = {key: ([row[:max_length] for row in value] if batched else value[:max_length])
+               for key, value in full.items()}
+        return self.pad(BatchEncoding(cut), **padding)
 
     def _check_ascii(self, args, kwargs) -> None:
         texts = [kwargs.get("text"), kwargs.get("text_pair")] + list(args[:2])
