@@ -7,18 +7,16 @@ determined to ~1e-7; the case README sets atol 1e-5 (forward) and atol 1e-5 + rt
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from conversion.convert_deq import convert
-from tests.models.deq.conftest import fixture_cases, original_checkpoint
+from tests.models.deq.conftest import FAMILY, declaring, original_checkpoint
 from zoo.models.deq.equilibrium_deq import hutchinson_jacobian_loss, vector_jacobian_product
 
-CASES = fixture_cases("DEQ-Transformer")
+CASES = FAMILY.cases("DEQ-Transformer")
 ARGS = "original_args (train_transformer.py argparse names)"
 
 
@@ -38,13 +36,12 @@ def original_args(meta):
 def converted(tmp_path_factory):
     cache = {}
 
-    def get(folder):
-        if folder.name not in cache:
-            meta = json.loads((folder / "meta.json").read_text())
-            out = convert(original_checkpoint(folder, meta), tmp_path_factory.mktemp("conv") / folder.name,
-                          config=original_args(meta))
-            cache[folder.name] = (meta, out)
-        return cache[folder.name]
+    def get(case):
+        if case.name not in cache:
+            out = convert(original_checkpoint(case), tmp_path_factory.mktemp("conv") / case.name,
+                          config=original_args(case.meta))
+            cache[case.name] = (case.meta, out)
+        return cache[case.name]
 
     return get
 
@@ -81,8 +78,8 @@ def test_two_segments_with_memory(folder, converted):
     fwd_atol = fwd["atol"]
     inj_atol = tolerance(meta, "injection")["atol"]
     model = load_model(out)
-    inputs = load_file(folder / "inputs.safetensors")
-    expected = load_file(folder / "expected_forward.safetensors")
+    inputs = load_file(folder.file("inputs.safetensors"))
+    expected = load_file(folder.file("expected_forward.safetensors"))
     mems = None
     for name in ("seg1", "seg2"):
         ids, targets = segment(inputs, name)
@@ -107,8 +104,8 @@ def test_unrolled(folder, converted):
     meta, out = converted(folder)
     unrolled_atol = tolerance(meta, "unrolled")["atol"]
     model = load_model(out)
-    ids, targets = segment(load_file(folder / "inputs.safetensors"), "seg1")
-    expected = load_file(folder / "expected_forward.safetensors")
+    ids, targets = segment(load_file(folder.file("inputs.safetensors")), "seg1")
+    expected = load_file(folder.file("expected_forward.safetensors"))
     steps = {"unrolled_eval_n_layer": model.config.eval_n_layer, "unrolled_n_layer": model.config.n_layer}
     for tag, k in steps.items():
         with torch.no_grad():
@@ -121,12 +118,12 @@ def test_unrolled(folder, converted):
     close(output.nll.t(), expected["seg1.unrolled_eval_n_layer.nll"], unrolled_atol, 0, "backward=unrolled")
 
 
-@pytest.mark.parametrize("folder", CASES)
+@pytest.mark.parametrize("folder", declaring("DEQ-Transformer", "expected_forward_float32.safetensors"))
 def test_float32(folder, converted):
     meta, out = converted(folder)
     model = load_model(out, torch.float32, tol=1e-6)
-    ids, targets = segment(load_file(folder / "inputs.safetensors"), "seg1")
-    expected = load_file(folder / "expected_forward_float32.safetensors")["seg1.loss_as_returned_float32_tight"]
+    ids, targets = segment(load_file(folder.file("inputs.safetensors")), "seg1")
+    expected = load_file(folder.file("expected_forward_float32.safetensors"))["seg1.loss_as_returned_float32_tight"]
     with torch.no_grad():
         output = model(input_ids=ids, labels=targets)
     grouped = cluster_order(output.nll.t(), targets.t(), model.config.cutoffs)
@@ -134,14 +131,14 @@ def test_float32(folder, converted):
     close(grouped, expected.reshape(-1), atol, 0, "float32 nll")
 
 
-@pytest.mark.parametrize("folder", CASES)
+@pytest.mark.parametrize("folder", declaring("DEQ-Transformer", "expected_grad_ift.safetensors"))
 def test_ift_gradients(folder, converted):
     meta, out = converted(folder)
     grad_tol = tolerance(meta, "grad_ift")
     grad_atol, grad_rtol = grad_tol["atol"], grad_tol["rtol"]
     model = load_model(out).train()
-    ids, targets = segment(load_file(folder / "inputs.safetensors"), "seg1")
-    expected = load_file(folder / "expected_grad_ift.safetensors")
+    ids, targets = segment(load_file(folder.file("inputs.safetensors")), "seg1")
+    expected = load_file(folder.file("expected_grad_ift.safetensors"))
     injection = []
 
     def retain(module, args, out):
@@ -172,17 +169,18 @@ def test_ift_gradients(folder, converted):
         1 for t in tied if f"grad.crit.{t}" in expected)
 
 
-@pytest.mark.parametrize("folder", CASES)
+@pytest.mark.parametrize("folder", declaring("DEQ-Transformer", "expected_jacobian.safetensors"))
 def test_jacobian_probe(folder, converted):
     meta, out = converted(folder)
     model = load_model(out)
-    ids, _ = segment(load_file(folder / "inputs.safetensors"), "seg1")
-    expected = load_file(folder / "expected_jacobian.safetensors")
+    ids, _ = segment(load_file(folder.file("inputs.safetensors")), "seg1")
+    expected = load_file(folder.file("expected_jacobian.safetensors"))
     jac = meta["reference_numbers"]["jacobian"]
     f, _, _ = model.transformer.equilibrium_function(ids)
-    z = expected["z_star"].reshape(2, -1).clone().requires_grad_()
+    batch = ids.shape[0]
+    z = expected["z_star"].reshape(batch, -1).clone().requires_grad_()
     new_z = f(z)
-    v = expected["hutchinson_v"].reshape(2, -1)
+    v = expected["hutchinson_v"].reshape(batch, -1)
     close(vector_jacobian_product(new_z, z, v).reshape(expected["vJ"].shape), expected["vJ"],
           tolerance(meta, "vJ")["atol"], 0, "vJ")
     key = next(k for k in jac if k.startswith("hutchinson"))
