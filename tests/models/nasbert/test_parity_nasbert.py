@@ -58,7 +58,10 @@ def test_tsm_reads_bit_exact(folder, meta):
     expected = load_file(folder / "expected_state_dict.safetensors")
     assert expected.keys() == state.keys()
     for key, tensor in expected.items():
-        assert torch.equal(state[key], tensor), key
+        torch.testing.assert_close(state[key], tensor, atol=meta["atol"], rtol=meta["rtol"], msg=key)
+    if meta["expected_outputs"] is not None:
+        pytest.fail(f"{folder}: meta.json declares expected_outputs {meta['expected_outputs']!r}, which no test "
+                    "checks yet (the cases so far have no reference forward: ML.NET could not be run)")
     assert sum(t.numel() for t in state.values()) == meta["num_parameters"]
 
 
@@ -210,6 +213,15 @@ def test_tokenizer_matches_fixture(case, meta, tokenizers):
     if case.get("mlnet_exact_input_ids_DERIVED") is not None:
         got = tokenizers["mlnet_bug"](text, pair, truncation=True, max_length=512)["input_ids"]
         assert got == case["mlnet_exact_input_ids_DERIVED"]
+
+
+@pytest.mark.parametrize("folder, meta", TOKENIZER_CASES)
+def test_tokenizer_inputs_file_matches_cases(folder, meta):
+    inputs = [json.loads(line) for line in (folder / "inputs.txt").read_text().splitlines() if line.strip()]
+    cases = json.loads((folder / "cases.json").read_text())
+    assert len(cases) == len(inputs) == meta["num_cases"]
+    for given, case in zip(inputs, cases, strict=True):
+        assert (given["id"], given["text"], given["text_b"]) == (case["id"], case["text"], case.get("text_b"))
 
 
 @pytest.mark.parametrize("folder, meta", TOKENIZER_CASES)
