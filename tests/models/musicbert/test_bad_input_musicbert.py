@@ -178,3 +178,17 @@ def test_existing_output_is_kept_without_overwrite(tmp_path):
     with pytest.raises(FileExistsError):
         convert(tmp_path / "c.pt", out)
     assert (out / "keep.txt").read_text() == "x"
+
+
+def test_checkpoint_with_unknown_finetuning_task(tmp_path):
+    """A head trained under a task the converter does not know has an unknown loss: refused, naming the task."""
+    from conversion import convert_musicbert as module
+
+    name = next(n for n, info in MODEL_CASE.meta["checkpoints"].items() if head_names(info))
+    original = module.read_checkpoint(MODEL_CASE.file(name))
+    original["cfg"]["task"]["_name"] = "sentence_prediction_ranking"
+    checkpoint = tmp_path / "unknown_task.pt"
+    torch.save(original, checkpoint)
+    with pytest.raises(ConversionError, match="fine-tuning task 'sentence_prediction_ranking' is not one"):
+        convert(checkpoint, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
