@@ -64,6 +64,14 @@ def segment(inputs, name):
     return inputs[f"data_{name}"].t(), inputs[f"target_{name}"].t()
 
 
+def segment_names(inputs):
+    """The consecutive segments of a case, in order, from its inputs' `data_<name>` keys (memory is carried
+    from one to the next); the single-segment checks use the first."""
+    names = sorted(key[len("data_"):] for key in inputs if key.startswith("data_"))
+    assert names, "inputs.safetensors holds no data_<segment> tensor"
+    return names
+
+
 def cluster_order(nll_time_major, targets_time_major, cutoffs):
     """The original's `keep_order=False` loss: NLLs grouped by softmax cluster of the target."""
     flat, tgt = nll_time_major.reshape(-1), targets_time_major.reshape(-1)
@@ -81,7 +89,7 @@ def test_two_segments_with_memory(folder, converted):
     inputs = load_file(folder.file("inputs.safetensors"))
     expected = load_file(folder.file("expected_forward.safetensors"))
     mems = None
-    for name in ("seg1", "seg2"):
+    for name in segment_names(inputs):
         ids, targets = segment(inputs, name)
         with torch.no_grad():
             output = model(input_ids=ids, labels=targets, mems=mems)
@@ -104,26 +112,30 @@ def test_unrolled(folder, converted):
     meta, out = converted(folder)
     unrolled_atol = tolerance(meta, "unrolled")["atol"]
     model = load_model(out)
-    ids, targets = segment(load_file(folder.file("inputs.safetensors")), "seg1")
+    inputs = load_file(folder.file("inputs.safetensors"))
+    first = segment_names(inputs)[0]
+    ids, targets = segment(inputs, first)
     expected = load_file(folder.file("expected_forward.safetensors"))
     steps = {"unrolled_eval_n_layer": model.config.eval_n_layer, "unrolled_n_layer": model.config.n_layer}
     for tag, k in steps.items():
         with torch.no_grad():
             output = model(input_ids=ids, labels=targets, unrolled_steps=k)
-        close(output.nll.t(), expected[f"seg1.{tag}.nll"], unrolled_atol, 0, tag)
-        close(output.last_hidden_state.transpose(0, 1), expected[f"seg1.{tag}.hidden"], unrolled_atol, 0, tag)
+        close(output.nll.t(), expected[f"{first}.{tag}.nll"], unrolled_atol, 0, tag)
+        close(output.last_hidden_state.transpose(0, 1), expected[f"{first}.{tag}.hidden"], unrolled_atol, 0, tag)
     model.config.backward = "unrolled"  # eval: eval_n_layer steps
     with torch.no_grad():
         output = model(input_ids=ids, labels=targets)
-    close(output.nll.t(), expected["seg1.unrolled_eval_n_layer.nll"], unrolled_atol, 0, "backward=unrolled")
+    close(output.nll.t(), expected[f"{first}.unrolled_eval_n_layer.nll"], unrolled_atol, 0, "backward=unrolled")
 
 
 @pytest.mark.parametrize("folder", declaring("DEQ-Transformer", "expected_forward_float32.safetensors"))
 def test_float32(folder, converted):
     meta, out = converted(folder)
     model = load_model(out, torch.float32, tol=1e-6)
-    ids, targets = segment(load_file(folder.file("inputs.safetensors")), "seg1")
-    expected = load_file(folder.file("expected_forward_float32.safetensors"))["seg1.loss_as_returned_float32_tight"]
+    inputs = load_file(folder.file("inputs.safetensors"))
+    first = segment_names(inputs)[0]
+    ids, targets = segment(inputs, first)
+    expected = load_file(folder.file("expected_forward_float32.safetensors"))[f"{first}.loss_as_returned_float32_tight"]
     with torch.no_grad():
         output = model(input_ids=ids, labels=targets)
     grouped = cluster_order(output.nll.t(), targets.t(), model.config.cutoffs)
@@ -137,7 +149,9 @@ def test_ift_gradients(folder, converted):
     grad_tol = tolerance(meta, "grad_ift")
     grad_atol, grad_rtol = grad_tol["atol"], grad_tol["rtol"]
     model = load_model(out).train()
-    ids, targets = segment(load_file(folder.file("inputs.safetensors")), "seg1")
+    inputs = load_file(folder.file("inputs.safetensors"))
+    first = segment_names(inputs)[0]
+    ids, targets = segment(inputs, first)
     expected = load_file(folder.file("expected_grad_ift.safetensors"))
     injection = []
 
@@ -173,7 +187,8 @@ def test_ift_gradients(folder, converted):
 def test_jacobian_probe(folder, converted):
     meta, out = converted(folder)
     model = load_model(out)
-    ids, _ = segment(load_file(folder.file("inputs.safetensors")), "seg1")
+    inputs = load_file(folder.file("inputs.safetensors"))
+    ids, _ = segment(inputs, segment_names(inputs)[0])
     expected = load_file(folder.file("expected_jacobian.safetensors"))
     jac = meta["reference_numbers"]["jacobian"]
     f, _, _ = model.transformer.equilibrium_function(ids)
