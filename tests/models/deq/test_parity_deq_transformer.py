@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from conversion.convert_deq import convert
 from tests.models.deq.conftest import FAMILY, declaring, original_checkpoint
-from zoo.models.deq.equilibrium_deq import hutchinson_jacobian_loss, vector_jacobian_product
+from zoo.models.deq.equilibrium_deq import SOLVERS, hutchinson_jacobian_loss, vector_jacobian_product
 
 CASES = FAMILY.cases("DEQ-Transformer")
 ARGS = "original_args (train_transformer.py argparse names)"
@@ -201,3 +201,26 @@ def test_jacobian_probe(folder, converted):
     key = next(k for k in jac if k.startswith("hutchinson"))
     estimate = hutchinson_jacobian_loss(new_z, z, probes=v[None], create_graph=False)
     assert float(estimate) == pytest.approx(jac[key], rel=1e-4)
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize("folder", CASES)
+def test_every_solver_reaches_the_equilibrium(folder, converted, solver):
+    """Every solver lands on the original's equilibrium (first segment, no memory); plain iteration gets the
+    iterations the original needed on this case (meta.json solver_independence)."""
+    meta, out = converted(folder)
+    fwd_atol = tolerance(meta, "z_star")["atol"]
+    model = load_model(out)
+    inputs = load_file(folder.file("inputs.safetensors"))
+    first = segment_names(inputs)[0]
+    ids, targets = segment(inputs, first)
+    expected = load_file(folder.file("expected_forward.safetensors"))
+    naive = meta["reference_numbers"]["forward_float64"][first]["solver_independence"]["naive_iters"]
+    model.config.f_solver = solver
+    model.config.f_tol = 1e-9
+    model.config.f_max_iter = int(1.2 * naive) if solver == "fixed_point_iteration" else 400
+    with torch.no_grad():
+        output = model(input_ids=ids, labels=targets)
+    assert bool(output.converged.all()), (solver, output.rel_residual.tolist())
+    close(output.last_hidden_state.transpose(1, 2), expected[f"{first}.z_star"], fwd_atol, 0, f"{solver} z_star")
+    close(output.nll.t(), expected[f"{first}.nll"], fwd_atol, 0, f"{solver} nll")
