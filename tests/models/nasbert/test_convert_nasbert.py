@@ -9,11 +9,12 @@ import torch
 import zoo
 from conversion.convert_nasbert import ConversionError, convert, main
 from conversion.torchsharp import TsmReadError, read_tsm, tsm_bytes, write_tsm
+from tests.models.nasbert._fixtures import first_layout, first_tsm
 from zoo.models.nasbert import NasBertConfig, NasBertTokenizer
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "nasbert"
-ENCODER = FIXTURES / "tsm_encoder_tiny" / "encoder.tsm"
-STREAM = FIXTURES / "tsm_fullmodel_textclassification_tiny" / "tsmodel.bin"
+ENCODER = first_tsm(with_head=False)
+STREAM = first_tsm(with_head=True)
 
 
 def test_writer_round_trips_every_dtype(tmp_path):
@@ -129,7 +130,7 @@ def test_tokenizer_written_only_for_matching_vocabulary(tmp_path):
 
 
 def test_registry_entries_match_released_counts():
-    layouts = json.loads((FIXTURES / "layout" / "released_layouts.json").read_text())["checkpoints"]
+    layouts = json.loads(first_layout().read_text())["checkpoints"]
     names = zoo.list_models("nasbert*", pretrained=True)
     assert {"nasbert5_mlnet", "nasbert_14m_mlnet_ner"} <= set(names)
     for name in names:

@@ -18,27 +18,13 @@ from safetensors.torch import load_file
 
 from conversion.convert_nasbert import convert, infer_config, key_table, split_model_stream
 from conversion.torchsharp import read_tsm
-from tests.fixture_cases import BrokenCase, Family, Unhandled
+from tests.fixture_cases import BrokenCase
+from tests.models.nasbert._fixtures import FAMILY
 from zoo.models.nasbert import NasBertConfig, NasBertModel, NasBertTokenizer, build_op_table
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "nasbert"
 # ML.NET's NasBertTrainer cuts every framed input to this many ids (a constant of its C# code, not of a case)
 MLNET_MAX_IDS = 512
-
-
-def classify(folder, meta):
-    """A case's kind from what its meta.json declares; anything else fails, naming the fields it has."""
-    if "tensors" in meta and "file" in meta:
-        return "tsm"
-    if "checkpoints" in meta:
-        return "layout"
-    if "num_cases" in meta:
-        return "tokenizer"
-    raise Unhandled(f"meta.json has none of the fields that make a NAS-BERT case ('file'+'tensors', "
-                    f"'checkpoints', 'num_cases'); it has {sorted(meta)}")
-
-
-FAMILY = Family("nasbert", classify, resources={"vocab"})
 
 
 def _cases(kind):
