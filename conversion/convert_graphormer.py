@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from conversion.safe_checkpoint import CheckpointReadError, read_checkpoint, read_state_dict  # noqa: E402
 
-__all__ = ["ConversionError", "convert", "main", "map_state_dict", "read_original"]
+__all__ = ["CRITERION_HEADS", "ConversionError", "convert", "main", "map_state_dict", "original_criterion", "read_original"]
 
 # fairseq argument names (cfg["model"]) that define the architecture; read into GraphormerConfig
 FAIRSEQ_ARGS = (
@@ -60,6 +60,28 @@ CHECK_SMILES = ("CC(=O)Oc1ccccc1C(=O)O", "C[N+](C)(C)CC(=O)[O-]", "[Na+].[Cl-]",
 
 class ConversionError(ValueError):
     """The original checkpoint does not fit the target model (keys, shapes, configuration)."""
+
+
+# microsoft/Graphormer's criteria (graphormer/criterions) -> the head whose loss is theirs
+CRITERION_HEADS = {
+    "l1_loss": "regression", "l1_loss_with_flag": "regression",
+    "binary_logloss": "classification", "binary_logloss_with_flag": "classification",
+    "multiclass_cross_entropy": "classification", "multiclass_cross_entropy_with_flag": "classification",
+}
+
+
+def original_criterion(path: str | Path) -> str | None:
+    """The criterion a fairseq checkpoint was trained with (cfg.criterion._name or args.criterion), else None."""
+    path = Path(path)
+    if path.is_dir():
+        return None
+    checkpoint = read_checkpoint(path)
+    cfg = checkpoint.get("cfg") if isinstance(checkpoint, dict) else None
+    criterion = cfg.get("criterion") if isinstance(cfg, dict) else None
+    if isinstance(criterion, dict) and criterion.get("_name"):
+        return str(criterion["_name"])
+    args = checkpoint.get("args") if isinstance(checkpoint, dict) else None
+    return str(args["criterion"]) if isinstance(args, dict) and args.get("criterion") else None
 
 
 def read_original(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
@@ -168,9 +190,16 @@ def convert(
         raise FileNotFoundError(f"original checkpoint {original} does not exist")
     state_dict, config_kwargs, fmt = read_original(original)
     entry = model_info(variant) if variant else None
-    if head is None:
-        head = {v: k for k, v in HEADS.items()}[entry.architecture] if entry else (
-            "regression" if fmt == "fairseq" else "classification")
+    if head is None and entry:
+        head = {v: k for k, v in HEADS.items()}[entry.architecture]
+    elif head is None and fmt == "fairseq":  # the head whose loss the checkpoint was trained with
+        criterion = original_criterion(original)
+        if criterion not in CRITERION_HEADS:
+            raise ConversionError(f"{original}: trained with criterion {criterion!r}, not one of "
+                                  f"{sorted(CRITERION_HEADS)}; choose the head (--head)")
+        head = CRITERION_HEADS[criterion]
+    elif head is None:
+        head = "classification"  # transformers 4.x had GraphormerForGraphClassification only
     if head not in HEADS:
         raise ConversionError(f"head must be one of {sorted(HEADS)}, not {head!r}")
     config = GraphormerConfig(**config_kwargs)
@@ -228,8 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("original", help="fairseq .pt file or transformers-4.x folder")
     parser.add_argument("out_dir")
     parser.add_argument("--variant", help="registry variant (zoo list graphormer*) the checkpoint is")
-    parser.add_argument("--head", choices=sorted(HEADS), help="default: the variant's, else regression "
-                        "(fairseq) or classification (transformers-4.x)")
+    parser.add_argument("--head", choices=sorted(HEADS), help="default: the variant's, else the one whose loss "
+                        "the fairseq checkpoint's criterion is (l1_loss: regression, binary_logloss / "
+                        "multiclass_cross_entropy: classification), or classification (transformers-4.x)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)

@@ -62,6 +62,13 @@ def _model_args(checkpoint: dict[str, Any], source: str) -> dict[str, Any]:
     raise ConversionError(f"{source}: no model configuration (neither cfg.model nor args)")
 
 
+# fairseq task of a fine-tuning run -> the loss its classification head was trained with
+PROBLEM_TYPES = {
+    "sentence_prediction": "single_label_classification",  # fairseq's (muzic train_nsp.sh: next sentence)
+    "sentence_prediction_multilabel": "multi_label_classification",  # muzic's (train_genre.sh: genre, style)
+}
+
+
 def _task_name(checkpoint: dict[str, Any], args: dict[str, Any]) -> str:
     cfg = checkpoint.get("cfg")
     task = cfg.get("task") if isinstance(cfg, dict) else None
@@ -163,8 +170,10 @@ def convert(
         num_labels = shape(f"classification_heads.{head}.out_proj.weight")[0]
         config_kwargs["num_labels"] = num_labels
         if not pair:
-            multilabel = task.endswith("multilabel")
-            config_kwargs["problem_type"] = "multi_label_classification" if multilabel else "single_label_classification"
+            if task not in PROBLEM_TYPES:
+                raise ConversionError(f"{original}: fine-tuning task {task!r} is not one the converter knows "
+                                      f"({', '.join(sorted(PROBLEM_TYPES))}); its head's loss is unknown")
+            config_kwargs["problem_type"] = PROBLEM_TYPES[task]
         if label_dict is not None:
             labels = read_labels(label_dict)
             if len(labels) != num_labels:

@@ -16,3 +16,14 @@ def fixtures_dir():
     from pathlib import Path
 
     return Path(FIXTURES)
+
+
+def pytest_configure(config):
+    """Fixture-usage check (tests/fixture_usage.py): on a full run, every data file under tests/fixtures/ must
+    be read by some test; a discovery failure (tests/fixture_cases.BrokenCase) fails the test that gets it."""
+    from pathlib import Path
+
+    from tests.fixture_usage import FixtureUsage
+
+    here = Path(__file__).resolve().parent
+    config.pluginmanager.register(FixtureUsage(config, here / "fixtures", here), "zoo-fixture-usage")

@@ -7,18 +7,16 @@ determined to ~1e-7; the case README sets atol 1e-5 (forward) and atol 1e-5 + rt
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from conversion.convert_deq import convert
-from tests.models.deq.conftest import fixture_cases, original_checkpoint
-from zoo.models.deq.equilibrium_deq import hutchinson_jacobian_loss, vector_jacobian_product
+from tests.models.deq.conftest import FAMILY, declaring, original_checkpoint
+from zoo.models.deq.equilibrium_deq import SOLVERS, hutchinson_jacobian_loss, vector_jacobian_product
 
-CASES = fixture_cases("DEQ-Transformer")
+CASES = FAMILY.cases("DEQ-Transformer")
 ARGS = "original_args (train_transformer.py argparse names)"
 
 
@@ -38,13 +36,12 @@ def original_args(meta):
 def converted(tmp_path_factory):
     cache = {}
 
-    def get(folder):
-        if folder.name not in cache:
-            meta = json.loads((folder / "meta.json").read_text())
-            out = convert(original_checkpoint(folder, meta), tmp_path_factory.mktemp("conv") / folder.name,
-                          config=original_args(meta))
-            cache[folder.name] = (meta, out)
-        return cache[folder.name]
+    def get(case):
+        if case.name not in cache:
+            out = convert(original_checkpoint(case), tmp_path_factory.mktemp("conv") / case.name,
+                          config=original_args(case.meta))
+            cache[case.name] = (case.meta, out)
+        return cache[case.name]
 
     return get
 
@@ -67,6 +64,14 @@ def segment(inputs, name):
     return inputs[f"data_{name}"].t(), inputs[f"target_{name}"].t()
 
 
+def segment_names(inputs):
+    """The consecutive segments of a case, in order, from its inputs' `data_<name>` keys (memory is carried
+    from one to the next); the single-segment checks use the first."""
+    names = sorted(key[len("data_"):] for key in inputs if key.startswith("data_"))
+    assert names, "inputs.safetensors holds no data_<segment> tensor"
+    return names
+
+
 def cluster_order(nll_time_major, targets_time_major, cutoffs):
     """The original's `keep_order=False` loss: NLLs grouped by softmax cluster of the target."""
     flat, tgt = nll_time_major.reshape(-1), targets_time_major.reshape(-1)
@@ -81,10 +86,10 @@ def test_two_segments_with_memory(folder, converted):
     fwd_atol = fwd["atol"]
     inj_atol = tolerance(meta, "injection")["atol"]
     model = load_model(out)
-    inputs = load_file(folder / "inputs.safetensors")
-    expected = load_file(folder / "expected_forward.safetensors")
+    inputs = load_file(folder.file("inputs.safetensors"))
+    expected = load_file(folder.file("expected_forward.safetensors"))
     mems = None
-    for name in ("seg1", "seg2"):
+    for name in segment_names(inputs):
         ids, targets = segment(inputs, name)
         with torch.no_grad():
             output = model(input_ids=ids, labels=targets, mems=mems)
@@ -107,26 +112,30 @@ def test_unrolled(folder, converted):
     meta, out = converted(folder)
     unrolled_atol = tolerance(meta, "unrolled")["atol"]
     model = load_model(out)
-    ids, targets = segment(load_file(folder / "inputs.safetensors"), "seg1")
-    expected = load_file(folder / "expected_forward.safetensors")
+    inputs = load_file(folder.file("inputs.safetensors"))
+    first = segment_names(inputs)[0]
+    ids, targets = segment(inputs, first)
+    expected = load_file(folder.file("expected_forward.safetensors"))
     steps = {"unrolled_eval_n_layer": model.config.eval_n_layer, "unrolled_n_layer": model.config.n_layer}
     for tag, k in steps.items():
         with torch.no_grad():
             output = model(input_ids=ids, labels=targets, unrolled_steps=k)
-        close(output.nll.t(), expected[f"seg1.{tag}.nll"], unrolled_atol, 0, tag)
-        close(output.last_hidden_state.transpose(0, 1), expected[f"seg1.{tag}.hidden"], unrolled_atol, 0, tag)
+        close(output.nll.t(), expected[f"{first}.{tag}.nll"], unrolled_atol, 0, tag)
+        close(output.last_hidden_state.transpose(0, 1), expected[f"{first}.{tag}.hidden"], unrolled_atol, 0, tag)
     model.config.backward = "unrolled"  # eval: eval_n_layer steps
     with torch.no_grad():
         output = model(input_ids=ids, labels=targets)
-    close(output.nll.t(), expected["seg1.unrolled_eval_n_layer.nll"], unrolled_atol, 0, "backward=unrolled")
+    close(output.nll.t(), expected[f"{first}.unrolled_eval_n_layer.nll"], unrolled_atol, 0, "backward=unrolled")
 
 
-@pytest.mark.parametrize("folder", CASES)
+@pytest.mark.parametrize("folder", declaring("DEQ-Transformer", "expected_forward_float32.safetensors"))
 def test_float32(folder, converted):
     meta, out = converted(folder)
     model = load_model(out, torch.float32, tol=1e-6)
-    ids, targets = segment(load_file(folder / "inputs.safetensors"), "seg1")
-    expected = load_file(folder / "expected_forward_float32.safetensors")["seg1.loss_as_returned_float32_tight"]
+    inputs = load_file(folder.file("inputs.safetensors"))
+    first = segment_names(inputs)[0]
+    ids, targets = segment(inputs, first)
+    expected = load_file(folder.file("expected_forward_float32.safetensors"))[f"{first}.loss_as_returned_float32_tight"]
     with torch.no_grad():
         output = model(input_ids=ids, labels=targets)
     grouped = cluster_order(output.nll.t(), targets.t(), model.config.cutoffs)
@@ -134,14 +143,16 @@ def test_float32(folder, converted):
     close(grouped, expected.reshape(-1), atol, 0, "float32 nll")
 
 
-@pytest.mark.parametrize("folder", CASES)
+@pytest.mark.parametrize("folder", declaring("DEQ-Transformer", "expected_grad_ift.safetensors"))
 def test_ift_gradients(folder, converted):
     meta, out = converted(folder)
     grad_tol = tolerance(meta, "grad_ift")
     grad_atol, grad_rtol = grad_tol["atol"], grad_tol["rtol"]
     model = load_model(out).train()
-    ids, targets = segment(load_file(folder / "inputs.safetensors"), "seg1")
-    expected = load_file(folder / "expected_grad_ift.safetensors")
+    inputs = load_file(folder.file("inputs.safetensors"))
+    first = segment_names(inputs)[0]
+    ids, targets = segment(inputs, first)
+    expected = load_file(folder.file("expected_grad_ift.safetensors"))
     injection = []
 
     def retain(module, args, out):
@@ -172,19 +183,44 @@ def test_ift_gradients(folder, converted):
         1 for t in tied if f"grad.crit.{t}" in expected)
 
 
-@pytest.mark.parametrize("folder", CASES)
+@pytest.mark.parametrize("folder", declaring("DEQ-Transformer", "expected_jacobian.safetensors"))
 def test_jacobian_probe(folder, converted):
     meta, out = converted(folder)
     model = load_model(out)
-    ids, _ = segment(load_file(folder / "inputs.safetensors"), "seg1")
-    expected = load_file(folder / "expected_jacobian.safetensors")
+    inputs = load_file(folder.file("inputs.safetensors"))
+    ids, _ = segment(inputs, segment_names(inputs)[0])
+    expected = load_file(folder.file("expected_jacobian.safetensors"))
     jac = meta["reference_numbers"]["jacobian"]
     f, _, _ = model.transformer.equilibrium_function(ids)
-    z = expected["z_star"].reshape(2, -1).clone().requires_grad_()
+    batch = ids.shape[0]
+    z = expected["z_star"].reshape(batch, -1).clone().requires_grad_()
     new_z = f(z)
-    v = expected["hutchinson_v"].reshape(2, -1)
+    v = expected["hutchinson_v"].reshape(batch, -1)
     close(vector_jacobian_product(new_z, z, v).reshape(expected["vJ"].shape), expected["vJ"],
           tolerance(meta, "vJ")["atol"], 0, "vJ")
     key = next(k for k in jac if k.startswith("hutchinson"))
     estimate = hutchinson_jacobian_loss(new_z, z, probes=v[None], create_graph=False)
     assert float(estimate) == pytest.approx(jac[key], rel=1e-4)
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize("folder", CASES)
+def test_every_solver_reaches_the_equilibrium(folder, converted, solver):
+    """Every solver lands on the original's equilibrium (first segment, no memory); plain iteration gets the
+    iterations the original needed on this case (meta.json solver_independence)."""
+    meta, out = converted(folder)
+    fwd_atol = tolerance(meta, "z_star")["atol"]
+    model = load_model(out)
+    inputs = load_file(folder.file("inputs.safetensors"))
+    first = segment_names(inputs)[0]
+    ids, targets = segment(inputs, first)
+    expected = load_file(folder.file("expected_forward.safetensors"))
+    naive = meta["reference_numbers"]["forward_float64"][first]["solver_independence"]["naive_iters"]
+    model.config.f_solver = solver
+    model.config.f_tol = 1e-9
+    model.config.f_max_iter = int(1.2 * naive) if solver == "fixed_point_iteration" else 400
+    with torch.no_grad():
+        output = model(input_ids=ids, labels=targets)
+    assert bool(output.converged.all()), (solver, output.rel_residual.tolist())
+    close(output.last_hidden_state.transpose(1, 2), expected[f"{first}.z_star"], fwd_atol, 0, f"{solver} z_star")
+    close(output.nll.t(), expected[f"{first}.nll"], fwd_atol, 0, f"{solver} nll")

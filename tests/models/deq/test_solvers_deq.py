@@ -147,3 +147,24 @@ def test_bad_settings():
         SolverSettings(f_solver="lbfgs")
     with pytest.raises(ValueError, match="set f_solver='broyden'"):
         SolverSettings(f_solver="anderson", backward="shine")
+
+
+@pytest.mark.parametrize("shrink", [1e-6, 1e-3])
+def test_anderson_is_scale_invariant(shrink):
+    """The same problem scaled down (residuals below sqrt(lam) from the first step) converges in the same
+    number of steps: the ridge is relative to the residuals. The original's absolute ridge (lam=1e-4)
+    turns the mixing into a plain average at that scale and stalls near the tolerances DEQs are run at."""
+    a, b, z_star = linear_problem(dim=12, scale=0.97, seed=3)
+    _, reference = anderson(lambda z: z @ a.T + b, torch.zeros_like(b), max_iter=300, tol=1e-12)
+    z, stats = anderson(lambda z: z @ a.T + shrink * b, torch.zeros_like(b), max_iter=300, tol=1e-12)
+    assert reference.converged and stats.converged, stats.describe()
+    assert stats.nstep == reference.nstep
+    torch.testing.assert_close(z / shrink, z_star, atol=1e-9, rtol=0)
+
+
+def test_anderson_restarts_a_stalled_solve_and_says_so():
+    # a translation has no fixed point: the absolute residual never improves, so the memory is restarted
+    z0 = torch.zeros(2, 3, dtype=torch.float64)
+    z, stats = anderson(lambda z: z + 1.0, z0, max_iter=40, tol=1e-30, stop_mode="abs", m=3)
+    assert not stats.converged and torch.isfinite(z).all()
+    assert stats.fallback and "restarted" in stats.fallback

@@ -13,10 +13,13 @@ from transformers import AutoConfig
 
 from conversion.convert_dmp import ConversionError, convert, main
 from conversion.safe_checkpoint import CheckpointReadError, read_checkpoint
-from tests.models.dmp._fixtures import FIXTURES
+from tests.models.dmp._fixtures import FAMILY
 
-PRETRAIN = FIXTURES / "pretrain_tiny" / "checkpoint.pt"
-FINETUNE = FIXTURES / "finetune_tiny_cls" / "checkpoint.pt"
+# one checkpoint of each kind, as inputs for the converter's own checks (parity: test_parity_dmp.py)
+PRETRAIN_CASE = next(c for c in FAMILY.all() if c.kind == "pretrain")
+FINETUNE_CASE = next(c for c in FAMILY.all() if c.kind == "finetune")
+PRETRAIN = PRETRAIN_CASE.folder / PRETRAIN_CASE.meta["checkpoint"]["file"]
+FINETUNE = FINETUNE_CASE.folder / FINETUNE_CASE.meta["checkpoint"]["file"]
 
 
 def test_cli_writes_a_complete_folder(tmp_path, capsys):
@@ -33,7 +36,10 @@ def test_cli_writes_a_complete_folder(tmp_path, capsys):
     card = (out / "README.md").read_text()
     assert "dmp_tiny" in card and "Dual-view Molecular Pre-training" in card and "@inproceedings" in card
     config = json.loads((out / "config.json").read_text())
-    assert config["hidden_size"] == 32 and config["gnn_hidden_size"] == 24 and config["projection_ratio"] == 4.0
+    cfg_model = PRETRAIN_CASE.meta["checkpoint"]["cfg_model"]
+    assert config["hidden_size"] == cfg_model["encoder_embed_dim"]
+    assert config["gnn_hidden_size"] == cfg_model["gnn_embed_dim"]
+    assert config["projection_ratio"] == cfg_model["bottleneck_ratio"]
     assert main([str(PRETRAIN), str(out)]) == 1
     assert "exists and is not empty" in capsys.readouterr().err
 
@@ -42,8 +48,9 @@ def test_finetune_checkpoint_options(tmp_path):
     out = convert(FINETUNE, tmp_path / "cls")
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["DmpForSequenceClassification"]
-    assert AutoConfig.from_pretrained(out).num_labels == 2
-    assert config["gradient_multiplier"] == 0.1  # the fixture was fine-tuned with --gradmultiply
+    assert AutoConfig.from_pretrained(out).num_labels == FINETUNE_CASE.meta["checkpoint"]["cfg_task"]["num_classes"]
+    # fairseq-train --gradmultiply scales the Transformer's gradient by 0.1 (DVMP doublemodel.py)
+    assert config["gradient_multiplier"] == (0.1 if FINETUNE_CASE.meta["checkpoint"]["cfg_model"]["gradmultiply"] else 1.0)
     with pytest.raises(ConversionError, match="variant dmp_base is a DmpForPreTraining"):
         convert(FINETUNE, tmp_path / "wrong", variant="dmp_base")
 
@@ -94,3 +101,36 @@ def test_truncated_checkpoint(tmp_path):
     with pytest.raises(CheckpointReadError, match="truncated"):
         convert(path, tmp_path / "out")
     assert main([str(path), str(tmp_path / "out")]) == 1
+
+
+def test_released_configuration_maps_onto_zoo():
+    """The original classes' state dict at the paper size (released_config_shapes, no weights) maps key for key and
+    shape for shape onto zoo's pre-training and classification models built from DmpConfig's defaults, and the
+    catalog's parameter counts are the original's."""
+    from conversion.convert_dmp import config_from_fairseq, convert_state_dict
+    from tests.models.dmp._fixtures import FIXTURES_DMP
+    from zoo.catalog import dmp as catalog
+    from zoo.models.dmp import DmpConfig, DmpForPreTraining, DmpForSequenceClassification
+
+    shapes = json.loads((FIXTURES_DMP / "released_config_shapes" / "shapes.json").read_text())
+    tied = {copy: source for copy, source in shapes["tied"]}
+    for copy, source in tied.items():
+        assert shapes["state_dict_shapes"][copy] == shapes["state_dict_shapes"][source]
+    state = {key: torch.empty(shape, device="meta") for key, shape in shapes["state_dict_shapes"].items()
+             if key not in tied}  # tied copies are checked for equal values by the converter; shapes above
+    counted = {group: sum(int(torch.tensor(shape).prod()) for key, shape in shapes["state_dict_shapes"].items()
+                          if key.startswith(group + ".") and key not in tied)
+               for group in shapes["param_counts_by_group"]}
+    assert counted == shapes["param_counts_by_group"]
+    assert catalog._ORIGINAL_GROUPS == shapes["param_counts_by_group"]
+    config = config_from_fairseq(shapes["model_cfg"], {"regression_target": False}, state)
+    defaults = DmpConfig(num_labels=config.num_labels)
+    for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                  "max_position_embeddings", "gnn_num_layers", "gnn_hidden_size", "projection_ratio",
+                  "projection_layers"):
+        assert getattr(defaults, field) == getattr(config, field), field
+    for model_class in (DmpForPreTraining, DmpForSequenceClassification):
+        with torch.device("meta"):
+            model = model_class(config)
+        converted, dropped = convert_state_dict(state, model)  # raises naming any key or shape that does not fit
+        assert set(converted) == set(model.state_dict())

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForPreTraining, AutoModelForSequenceClassification
 
 from conversion.convert_dmp import convert
-from tests.models.dmp._fixtures import cases, load, model_inputs
+from tests.models.dmp._fixtures import cases, model_inputs, problem_type
 from zoo.models.dmp import DmpForPreTraining, DmpForSequenceClassification
 
 
@@ -23,23 +23,40 @@ def converted(tmp_path_factory):
     """Each fixture checkpoint converted once, through the converter's public entry point."""
     folders = {}
 
-    def get(folder):
-        if folder.name not in folders:
-            out = tmp_path_factory.mktemp("dmp") / folder.name
-            convert(folder / "checkpoint.pt", out)
-            folders[folder.name] = out
-        return folders[folder.name]
+    def get(case):
+        if case.name not in folders:
+            out = tmp_path_factory.mktemp("dmp") / case.name
+            convert(case.file(case.meta["checkpoint"]["file"]), out)
+            folders[case.name] = out
+        return folders[case.name]
 
     return get
 
 
-@pytest.mark.parametrize("folder,meta", cases("pretrain"))
-def test_pretraining_parity(folder, meta, converted):
-    model = AutoModelForPreTraining.from_pretrained(converted(folder)).eval()
+# every output a pre-training case's expected.safetensors can hold; each one present is compared
+PRETRAIN_OUTPUTS = {
+    "tr_features", "x0_cls", "gnn_node_features", "x1_graph", "proj0", "proj1", "pred0", "pred1", "cos_pred0_proj1",
+    "cos_pred1_proj0", "consistency_loss", "lm_logits_mol0", "atom_logits_all_nodes", "masked_lm_logits",
+    "masked_atom_logits", "masked_x0_cls", "masked_x1_graph", "masked_byol_loss", "masked_mlm_loss_seq",
+    "masked_mlm_loss_atom", "masked_total_loss",
+}
+
+
+def known_outputs(case, expected, known):
+    unknown = sorted(set(expected) - set(known))
+    assert not unknown, f"{case.where}: expected.safetensors holds {unknown}, which no test knows how to compute"
+    assert set(expected) == set(case.meta["shapes"]["expected"]), f"{case.where}: meta.json shapes.expected differs"
+
+
+@pytest.mark.parametrize("case", cases("pretrain"))
+def test_pretraining_parity(case, converted):
+    meta = case.meta
+    model = AutoModelForPreTraining.from_pretrained(converted(case)).eval()
     assert isinstance(model, DmpForPreTraining)
     tol, loss_tol = meta["tolerance"]["float_outputs"], meta["tolerance"]["losses"]
-    expected = load(folder, "expected.safetensors")
-    clean = load(folder, "inputs_clean.safetensors")
+    expected = case.tensors("expected.safetensors")
+    known_outputs(case, expected, PRETRAIN_OUTPUTS)
+    clean = case.tensors("inputs_clean.safetensors")
     with torch.no_grad():
         base = model.dmp(**model_inputs(clean))
         out = model(**model_inputs(clean))
@@ -58,7 +75,7 @@ def test_pretraining_parity(folder, meta, converted):
     close(out.mlm_logits[0], expected["lm_logits_mol0"], tol, "lm_logits_mol0")
     close(out.atom_logits, expected["atom_logits_all_nodes"], tol, "atom_logits_all_nodes")
 
-    masked = load(folder, "inputs_masked.safetensors")
+    masked = case.tensors("inputs_masked.safetensors")
     mlm_labels = torch.where(masked["masked_tokens"].bool(), masked["target_tokens"], -100)
     atom_labels = torch.where(masked["masked_atoms"].bool(), masked["target_atoms"], -100)
     with torch.no_grad():
@@ -71,30 +88,62 @@ def test_pretraining_parity(folder, meta, converted):
     close(out.mlm_loss, expected["masked_mlm_loss_seq"], loss_tol, "masked_mlm_loss_seq")
     close(out.atom_loss, expected["masked_mlm_loss_atom"], loss_tol, "masked_mlm_loss_atom")
     close(out.loss, expected["masked_total_loss"], loss_tol, "masked_total_loss")
-    assert out.loss.item() == pytest.approx(meta["scalars"]["masked_total_loss"], rel=loss_tol["rtol"])
+    for name, value in meta["scalars"].items():
+        assert float(expected[name]) == pytest.approx(value, rel=loss_tol["rtol"], abs=loss_tol["atol"]), name
 
 
-@pytest.mark.parametrize("folder,meta", cases("finetune"))
-def test_finetune_head_parity(folder, meta, converted):
+FINETUNE_OUTPUTS = {"x0_cls", "x1_graph", "criterion_loss"}  # plus logits_<variant> / probs_<variant>
+
+
+@pytest.mark.parametrize("case", cases("finetune"))
+def test_finetune_head_parity(case, converted):
+    meta = case.meta
     tol, loss_tol = meta["tolerance"]["float_outputs"], meta["tolerance"]["losses"]
-    expected = load(folder, "expected.safetensors")
-    inputs = load(folder, "inputs.safetensors")
-    names = {"both": "logits_both", "tf_only": "logits_tf_only", "gnn_only": "logits_gnn_only"}
-    for variant, (coeff0, coeff1) in meta["case_settings"]["coeff_variants"].items():
+    expected = case.tensors("expected.safetensors")
+    inputs = case.tensors("inputs.safetensors")
+    task = meta["checkpoint"]["cfg_task"]
+    problem = problem_type(meta)
+    variants = meta["case_settings"]["coeff_variants"]
+    per_variant = {f"{prefix}_{v}" for v in variants for prefix in ("logits", "probs")}
+    known_outputs(case, expected, FINETUNE_OUTPUTS | per_variant)
+    assert {f"logits_{v}" for v in variants} <= set(expected), f"{case.where}: a coefficient variant has no logits"
+    if problem == "regression":
+        labels = inputs["target"].reshape(-1).float()
+        assert not any(k.startswith("probs_") for k in expected), f"{case.where}: probabilities of a regression head"
+    else:
+        labels = inputs["target"].reshape(-1).long()
+    compared = set()
+    for variant, (coeff0, coeff1) in variants.items():
         model = AutoModelForSequenceClassification.from_pretrained(
-            converted(folder), coeff_transformer=float(coeff0), coeff_gnn=float(coeff1)
+            converted(case), coeff_transformer=float(coeff0), coeff_gnn=float(coeff1)
         ).eval()
         assert isinstance(model, DmpForSequenceClassification)
+        assert model.config.problem_type == problem and model.config.num_labels == task["num_classes"]
         with torch.no_grad():
-            out = model(**model_inputs(inputs), labels=inputs["target"].reshape(-1).long())
-        close(out.logits, expected[names[variant]], tol, names[variant])
-        close(out.logits.softmax(-1), expected[names[variant].replace("logits", "probs")], tol, variant + " probs")
-        if variant == "both":
-            close(out.sequence_embedding, expected["x0_cls"], tol, "x0_cls")
-            close(out.graph_embedding, expected["x1_graph"], tol, "x1_graph")
-            close(out.transformer_logits, expected["logits_tf_only"], tol, "transformer term")
-            close(out.gnn_logits, expected["logits_gnn_only"], tol, "gnn term")
-            close(out.loss, expected["criterion_loss"], loss_tol, "criterion_loss")
-        else:
-            skipped = out.gnn_logits if variant == "tf_only" else out.transformer_logits
-            assert skipped is None, f"{variant}: the switched-off branch must not run"
+            out = model(**model_inputs(inputs), labels=labels)
+        close(out.logits, expected[f"logits_{variant}"], tol, f"logits_{variant}")
+        compared.add(f"logits_{variant}")
+        if f"probs_{variant}" in expected:
+            close(out.logits.softmax(-1), expected[f"probs_{variant}"], tol, f"probs_{variant}")
+            compared.add(f"probs_{variant}")
+        if coeff0 and coeff1:  # both branches run: the branch features and the criterion's loss
+            for name, got in (("x0_cls", out.sequence_embedding), ("x1_graph", out.graph_embedding)):
+                if name in expected:
+                    close(got, expected[name], tol, name)
+                    compared.add(name)
+            for other, (c0, c1) in variants.items():  # each branch's term equals the one-branch variant's logits
+                if (c0, c1) == (coeff0, 0):
+                    close(out.transformer_logits, expected[f"logits_{other}"], tol, f"transformer term vs {other}")
+                if (c0, c1) == (0, coeff1):
+                    close(out.gnn_logits, expected[f"logits_{other}"], tol, f"gnn term vs {other}")
+            saved = (meta["checkpoint"]["cfg_model"]["coeff0"], meta["checkpoint"]["cfg_model"]["coeff1"])
+            if "criterion_loss" in expected and (coeff0, coeff1) == saved:  # the criterion ran the saved model
+                close(out.loss, expected["criterion_loss"], loss_tol, "criterion_loss")
+                compared.add("criterion_loss")
+        for switched_off, branch in ((coeff0, "transformer_logits"), (coeff1, "gnn_logits")):
+            if not switched_off:
+                assert getattr(out, branch) is None, f"{variant}: the switched-off branch must not run"
+    for name, value in meta["scalars"].items():
+        if not name.endswith("_note"):
+            assert float(expected[name]) == pytest.approx(value, rel=loss_tol["rtol"], abs=loss_tol["atol"]), name
+    assert compared == set(expected), f"{case.where}: outputs no test compared: {sorted(set(expected) - compared)}"

@@ -1,7 +1,6 @@
 """The Graphormer converter: folder contents, dtype handling, and errors for checkpoints that do not fit."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,9 +8,12 @@ from safetensors.torch import load_file
 
 from conversion.convert_graphormer import ConversionError, convert, main
 from conversion.safe_checkpoint import CheckpointReadError, read_checkpoint
+from tests.models.graphormer._fixtures import first, source
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "graphormer"
-CHECKPOINT = FIXTURES / "public_postln" / "checkpoint.pt"
+# a fairseq case's checkpoint, as input for the converter's own checks (parity: test_modeling_graphormer.py)
+CASE = first("fairseq")
+CHECKPOINT = source(CASE)
+ARGS = CASE.meta["model_args"]
 
 
 def write_checkpoint(tmp_path, edit):
@@ -34,10 +36,12 @@ def test_fairseq_folder_contents(tmp_path):
     torch.testing.assert_close(weights["head.embed_out.weight"], original["encoder.embed_out.weight"].float(),
                                atol=0, rtol=0)
     record = json.loads((out / "conversion.json").read_text())
-    assert record["format"] == "fairseq" and record["original_dtypes"] == ["float16"]
-    assert record["source_sha256"] == json.loads((FIXTURES / "public_postln" / "meta.json").read_text())[
-        "checkpoint"]["sha256"]
-    assert record["dropped_keys"] == ["encoder.masked_lm_pooler.bias", "encoder.masked_lm_pooler.weight"]
+    assert record["format"] == "fairseq"
+    assert record["original_dtypes"] == [CASE.meta["checkpoint"]["model_tensor_dtype"]]
+    assert record["source_sha256"] == CASE.meta["checkpoint"]["sha256"]
+    # the original's masked_lm_pooler is built but never used in its forward pass
+    assert record["dropped_keys"] == sorted(entry["key"] for entry in CASE.meta["checkpoint"]["state_dict"]
+                                            if entry["key"].startswith("encoder.masked_lm_pooler."))
     assert record["forward_check"]["reload_max_abs_diff"] == 0.0
     card = (out / "README.md").read_text()
     assert "arxiv.org/abs/2106.05234" in card and "masked_lm_pooler" in card and "model.safetensors" in card
@@ -65,15 +69,33 @@ def test_extra_key_is_named(tmp_path):
 
 def test_wrong_shape_is_named(tmp_path):
     def edit(checkpoint):
-        checkpoint["model"]["encoder.embed_out.weight"] = torch.zeros(3, 32, dtype=torch.float16)
+        checkpoint["model"]["encoder.embed_out.weight"] = torch.zeros(3, ARGS["encoder_embed_dim"], dtype=torch.float16)
 
-    with pytest.raises(ConversionError, match=r"head.embed_out.weight: \(3, 32\) vs model \(1, 32\)"):
+    width, classes = ARGS["encoder_embed_dim"], ARGS["num_classes"]
+    with pytest.raises(ConversionError, match=rf"head.embed_out.weight: \(3, {width}\) vs model \({classes}, {width}\)"):
         convert(write_checkpoint(tmp_path, edit), tmp_path / "out")
 
 
 def test_variant_mismatch_is_refused(tmp_path):
     with pytest.raises(ConversionError, match="does not match variant graphormer_base_pcqm4mv2"):
         convert(CHECKPOINT, tmp_path / "out", variant="graphormer_base_pcqm4mv2")
+
+
+@pytest.mark.parametrize("criterion,head", [("binary_logloss", "GraphormerForGraphClassification"),
+                                            ("multiclass_cross_entropy_with_flag", "GraphormerForGraphClassification"),
+                                            ("l1_loss_with_flag", "GraphormerForGraphRegression")])
+def test_default_head_follows_the_criterion(tmp_path, criterion, head):
+    path = write_checkpoint(tmp_path, lambda c: c["cfg"]["criterion"].__setitem__("_name", criterion))
+    out = convert(path, tmp_path / "out")
+    assert json.loads((out / "config.json").read_text())["architectures"] == [head]
+
+
+def test_unknown_criterion_needs_a_head(tmp_path):
+    path = write_checkpoint(tmp_path, lambda c: c["cfg"]["criterion"].__setitem__("_name", "focal_loss"))
+    with pytest.raises(ConversionError, match="criterion 'focal_loss', not one of .*choose the head"):
+        convert(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert convert(path, tmp_path / "out", head="regression").is_dir()
 
 
 def test_truncated_file(tmp_path):
@@ -96,7 +118,7 @@ def test_cli_and_overwrite(tmp_path, capsys):
 def test_transformers_4x_folder_missing_weights(tmp_path):
     folder = tmp_path / "hf4x"
     folder.mkdir()
-    (folder / "config.json").write_text((FIXTURES / "public_postln_hf4x" / "config.json").read_text())
+    (folder / "config.json").write_text(first("transformers-4.x").file("config.json").read_text())
     with pytest.raises(ConversionError, match="no model.safetensors or pytorch_model.bin"):
         convert(folder, tmp_path / "out")
 

@@ -1,52 +1,49 @@
 """Featurizer and collator against the original Graphormer preprocessing (tests/fixtures/graphormer)."""
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from tests.models.graphormer._fixtures import ITEM_KEYS, cases
 from zoo.models.graphormer import GraphormerFeaturizer, MoleculeError, smiles_to_graph
 from zoo.models.graphormer.featurization_graphormer import UNREACHABLE, floyd_warshall
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "graphormer"
-ITEM_KEYS = ("x", "attn_edge_type", "spatial_pos", "in_degree", "edge_input", "attn_bias")
 BATCH_NAMES = {"x": "input_nodes", "edge_input": "input_edges"}
+# the kinds whose folders hold SMILES, the original's OGB graphs and preprocessed items (fixtures README)
+ITEM_CASES = cases("featurize", "fairseq")
 
 
-def cases_with(filename):
-    """Case folders (meta.json) holding `filename` and the SMILES it was made from."""
-    return [pytest.param(folder, id=folder.name) for folder in sorted(FIXTURES.iterdir())
-            if (folder / "meta.json").is_file() and (folder / filename).is_file() and (folder / "smiles.txt").is_file()]
+def read_smiles(case):
+    name = case.meta["inputs"]["smiles_file"] if "inputs" in case.meta else "smiles.txt"
+    smiles = [line for line in case.file(name).read_text().splitlines() if line]
+    count = case.meta["inputs"]["n_graphs"] if "inputs" in case.meta else case.meta["n_molecules"]
+    assert len(smiles) == count, f"{case.where}: {len(smiles)} SMILES, meta.json says {count}"
+    return smiles
 
 
-def read_smiles(folder):
-    return [line for line in (folder / "smiles.txt").read_text().splitlines() if line]
-
-
-def featurizer_for(folder):
-    meta = json.loads((folder / "meta.json").read_text())
+def featurizer_for(case):
     # items store `edge_input_hops_stored` hops where the fixture says so, else the original full length
-    return GraphormerFeaturizer(multi_hop_max_dist=meta.get("edge_input_hops_stored"), max_nodes=None)
+    return GraphormerFeaturizer(multi_hop_max_dist=case.meta.get("edge_input_hops_stored"), max_nodes=None)
 
 
-def assert_items_equal(folder, items):
-    expected = load_file(folder / "items_preprocessed.safetensors")
+def assert_items_equal(case, items):
+    expected = case.tensors("items_preprocessed.safetensors")
+    keys = case.meta.get("per_item_keys", ITEM_KEYS)
+    assert {key.split(".", 1)[1] for key in expected} == set(keys), f"{case.where}: item entries vs per_item_keys"
     assert len(items) == len({key.split(".")[0] for key in expected})
     for index, item in enumerate(items):
-        for key in ITEM_KEYS:
+        for key in keys:
             want, got = expected[f"item{index}.{key}"], torch.from_numpy(np.asarray(item[key]))
             assert got.shape == want.shape, f"molecule {index} {key}: shape {tuple(got.shape)} != {tuple(want.shape)}"
             assert got.dtype == want.dtype, f"molecule {index} {key}: dtype {got.dtype} != {want.dtype}"
             assert torch.equal(got, want), f"molecule {index} {key} differs"
 
 
-@pytest.mark.parametrize("folder", cases_with("ogb_graphs.json"))
-def test_smiles_to_ogb_graph(folder):
-    graphs = json.loads((folder / "ogb_graphs.json").read_text())
-    for index, (smiles, want) in enumerate(zip(read_smiles(folder), graphs, strict=True)):
+@pytest.mark.parametrize("case", ITEM_CASES)
+def test_smiles_to_ogb_graph(case):
+    graphs = case.json("ogb_graphs.json")
+    for index, (smiles, want) in enumerate(zip(read_smiles(case), graphs, strict=True)):
         assert want["smiles"] == smiles
         got = smiles_to_graph(smiles)
         for key in ("node_feat", "edge_index", "edge_feat"):
@@ -54,43 +51,43 @@ def test_smiles_to_ogb_graph(folder):
             np.testing.assert_array_equal(got[key], expected, err_msg=f"molecule {index} {smiles} {key}")
 
 
-@pytest.mark.parametrize("folder", cases_with("items_preprocessed.safetensors"))
-def test_items_from_ogb_graphs(folder):
+@pytest.mark.parametrize("case", ITEM_CASES)
+def test_items_from_ogb_graphs(case):
     """Stage 2 alone: the fixture's raw ogb graphs -> original preprocess_item tensors."""
-    graphs = json.loads((folder / "ogb_graphs.json").read_text())
-    items, skipped = featurizer_for(folder).featurize(graphs)
+    graphs = case.json("ogb_graphs.json")
+    items, skipped = featurizer_for(case).featurize(graphs)
     assert not skipped
-    assert_items_equal(folder, items)
+    assert_items_equal(case, items)
 
 
-@pytest.mark.parametrize("folder", cases_with("items_preprocessed.safetensors"))
-def test_items_from_smiles_and_mols(folder):
+@pytest.mark.parametrize("case", ITEM_CASES)
+def test_items_from_smiles_and_mols(case):
     from rdkit import Chem
 
-    smiles = read_smiles(folder)
-    featurizer = featurizer_for(folder)
-    assert_items_equal(folder, featurizer.featurize(smiles)[0])
-    assert_items_equal(folder, featurizer.featurize([Chem.MolFromSmiles(s) for s in smiles])[0])
+    smiles = read_smiles(case)
+    featurizer = featurizer_for(case)
+    assert_items_equal(case, featurizer.featurize(smiles)[0])
+    assert_items_equal(case, featurizer.featurize([Chem.MolFromSmiles(s) for s in smiles])[0])
 
 
-@pytest.mark.parametrize("folder", cases_with("items_preprocessed.safetensors"))
-def test_items_from_pyg_data(folder):
+@pytest.mark.parametrize("case", ITEM_CASES)
+def test_items_from_pyg_data(case):
     from torch_geometric.data import Data
 
-    graphs = json.loads((folder / "ogb_graphs.json").read_text())
+    graphs = case.json("ogb_graphs.json")
     data = [Data(x=torch.tensor(g["node_feat"]).reshape(g["num_nodes"], -1),
                  edge_index=torch.tensor(g["edge_index"], dtype=torch.long).reshape(2, -1),
                  edge_attr=torch.tensor(g["edge_feat"], dtype=torch.long).reshape(-1, 3)) for g in graphs]
-    assert_items_equal(folder, featurizer_for(folder).featurize(data)[0])
+    assert_items_equal(case, featurizer_for(case).featurize(data)[0])
 
 
-@pytest.mark.parametrize("folder", cases_with("inputs.safetensors"))
-def test_collated_batch(folder):
-    args = json.loads((folder / "meta.json").read_text())["collator_args"]
+@pytest.mark.parametrize("case", cases("fairseq"))
+def test_collated_batch(case):
+    args = case.meta["collator_args"]
     featurizer = GraphormerFeaturizer(multi_hop_max_dist=args["multi_hop_max_dist"],
                                       spatial_pos_max=args["spatial_pos_max"], max_nodes=args["max_node"])
-    batch = featurizer(read_smiles(folder))
-    expected = load_file(folder / "inputs.safetensors")
+    batch = featurizer(read_smiles(case))
+    expected = case.tensors("inputs.safetensors")
     for key in ("x", "edge_input", "attn_bias", "in_degree", "out_degree", "spatial_pos", "attn_edge_type"):
         got, want = batch[BATCH_NAMES.get(key, key)], expected[key]
         assert got.dtype == want.dtype and got.shape == want.shape, key

@@ -1,15 +1,14 @@
 """Graphormer model: shared mixin checks, parity with the original code through the converter, SDPA."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from conversion.convert_graphormer import convert
 from tests.model_tester import ModelTesterMixin
+from tests.models.graphormer._fixtures import EXPECTED_OUTPUTS, cases, expected_head, source
 from zoo.models.graphormer import (
     GraphormerConfig,
     GraphormerFeaturizer,
@@ -18,7 +17,6 @@ from zoo.models.graphormer import (
     GraphormerModel,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "graphormer"
 TINY = {"num_hidden_layers": 2, "hidden_size": 16, "intermediate_size": 24, "num_attention_heads": 4,
         "num_in_degree": 16, "num_out_degree": 16, "num_edge_dis": 8, "multi_hop_max_dist": 3,
         "attention_dropout": 0.0, "activation_dropout": 0.0}
@@ -48,71 +46,90 @@ class TestGraphormerModel(ModelTesterMixin):
 
 
 # -- parity with the original code -------------------------------------------------------------------------
-def parity_cases():
-    cases = []
-    for folder in sorted(FIXTURES.iterdir()):
-        if not ((folder / "meta.json").is_file() and (folder / "expected.safetensors").is_file()):
-            continue
-        source = folder / "checkpoint.pt" if (folder / "checkpoint.pt").is_file() else folder
-        cases.append(pytest.param(folder, source, id=folder.name))
-    return cases
+HEAD_CLASSES = {"regression": GraphormerForGraphRegression, "classification": GraphormerForGraphClassification}
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
+    """Each model case converted once, with the converter's default head (which must be the original's)."""
     folders = {}
 
-    def get(folder, source):
-        if folder.name not in folders:
-            folders[folder.name] = convert(source, tmp_path_factory.mktemp(folder.name) / "out", head="regression")
-        return folders[folder.name]
+    def get(case):
+        if case.name not in folders:
+            folders[case.name] = convert(source(case), tmp_path_factory.mktemp(case.name) / "out")
+        return folders[case.name]
 
     return get
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-@pytest.mark.parametrize(("folder", "source"), parity_cases())
-def test_parity_with_original(folder, source, attn, converted):
-    meta = json.loads((folder / "meta.json").read_text())
-    tolerance = meta.get("tolerance", {"atol": 1e-5, "rtol": 1e-5})
-    out_dir = converted(folder, source)
-    model = GraphormerForGraphRegression.from_pretrained(out_dir, attn_implementation=attn).eval()
+@pytest.mark.parametrize("case", cases("fairseq", "transformers-4.x"))
+def test_parity_with_original(case, attn, converted):
+    meta = case.meta
+    tolerance = meta["tolerance"]
+    head = expected_head(case)
+    out_dir = converted(case)
+    assert json.loads((out_dir / "config.json").read_text())["architectures"] == [HEAD_CLASSES[head].__name__]
+    model = HEAD_CLASSES[head].from_pretrained(out_dir, attn_implementation=attn).eval()
     assert next(model.parameters()).dtype == torch.float32
-    inputs = load_file(folder / "inputs.safetensors")
-    expected = load_file(folder / "expected.safetensors")
+    inputs = case.tensors("inputs.safetensors")
+    expected = case.tensors("expected.safetensors")
+    unknown = sorted(set(expected) - set(EXPECTED_OUTPUTS))
+    assert not unknown, f"{case.where}: expected.safetensors holds {unknown}, which no test knows how to compute"
+    assert model.config.num_classes == expected["graph_prediction"].shape[-1]
     mask = inputs["node_mask"]
     batch = {"input_nodes": inputs["x"], "input_edges": inputs["edge_input"]}
     batch.update({k: inputs[k] for k in ("attn_bias", "in_degree", "out_degree", "spatial_pos", "attn_edge_type")})
-    with torch.no_grad():
-        out = model(**batch, output_hidden_states=True)
-        encoded = model.graphormer(**batch, output_hidden_states=True)
-        head_hidden = model.head.transform(encoded.last_hidden_state)
-        all_nodes = model.head(encoded.last_hidden_state)
+    captured = {}
+    encoder = model.graphormer.graph_encoder
+    hooks = [encoder.graph_node_feature.register_forward_hook(lambda m, i, o: captured.__setitem__("node_feature", o)),
+             encoder.graph_attn_bias.register_forward_hook(lambda m, i, o: captured.__setitem__("attn_bias_full", o))]
+    try:
+        with torch.no_grad():
+            out = model(**batch, output_hidden_states=True)
+            encoded = model.graphormer(**batch, output_hidden_states=True)
+            head_hidden = model.head.transform(encoded.last_hidden_state)
+            all_nodes = model.head(encoded.last_hidden_state)
+    finally:
+        for hook in hooks:
+            hook.remove()
 
     def close(got, want, name):
         torch.testing.assert_close(got, want, atol=tolerance["atol"], rtol=tolerance["rtol"], msg=lambda m: f"{name}: {m}")
 
-    close(out.logits, expected["graph_prediction"], "graph_prediction")
-    if "last_hidden_state" in expected:
-        close(encoded.last_hidden_state[mask], expected["last_hidden_state"][mask], "last_hidden_state")
-    if "graph_rep" in expected:
-        close(encoded.pooler_output, expected["graph_rep"], "graph_rep")
-    if "inner_states" in expected:
-        assert len(encoded.hidden_states) == len(expected["inner_states"])
-        for index, state in enumerate(encoded.hidden_states):
-            close(state[mask], expected["inner_states"][index][mask], f"inner_states[{index}]")
-    if "head_hidden" in expected:
-        close(head_hidden[mask], expected["head_hidden"][mask], "head_hidden")
-    if "logits_all_nodes" in expected:
-        close(all_nodes[mask], expected["logits_all_nodes"][mask], "logits_all_nodes")
+    per_node = {"last_hidden_state": encoded.last_hidden_state, "head_hidden": head_hidden,
+                "logits_all_nodes": all_nodes, "node_feature": captured.get("node_feature")}
+    for name in sorted(expected):
+        if name == "graph_prediction":
+            close(out.logits, expected[name], name)
+        elif name == "graph_rep":
+            close(encoded.pooler_output, expected[name], name)
+        elif name == "inner_states":
+            assert len(encoded.hidden_states) == len(expected[name])
+            for index, state in enumerate(encoded.hidden_states):
+                close(state[mask], expected[name][index][mask], f"inner_states[{index}]")
+        elif name == "attn_bias_full":  # [B, heads, N+1, N+1]: compared between real positions
+            pair = mask[:, None, :, None] & mask[:, None, None, :]
+            got = captured[name].reshape(expected[name].shape)
+            close(got[pair.expand_as(got)], expected[name][pair.expand_as(got)], name)
+        else:
+            got = per_node[name]
+            if got.shape[1] != mask.shape[1]:  # node-only tensors (no graph token) keep the real atoms
+                close(got[mask[:, 1:]], expected[name][mask[:, 1:]], name)
+            else:
+                close(got[mask], expected[name][mask], name)
     assert torch.equal(encoded.node_mask, mask)
 
 
-def test_old_transformers_config_loads():
-    config = AutoConfig.from_pretrained(FIXTURES / "public_postln_hf4x")
+@pytest.mark.parametrize("case", cases("transformers-4.x"))
+def test_old_transformers_config_loads(case):
+    written = json.loads(case.file("config.json").read_text())
+    config = AutoConfig.from_pretrained(case.folder)
     assert isinstance(config, GraphormerConfig)
-    assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size) == (2, 32, 32)
-    assert config.activation_dropout == 0.1 and config.embedding_dim == 32
+    assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size) == (
+        written["num_hidden_layers"], written["hidden_size"], written["ffn_embedding_dim"])
+    assert config.activation_dropout == written["activation_dropout"]
+    assert config.embedding_dim == written["embedding_dim"]
 
 
 def test_fairseq_names_and_conflicts():
@@ -178,20 +195,22 @@ def test_classification_losses():
     torch.testing.assert_close(out.loss, (out.logits[:, 0] - torch.tensor([1.0, 2.0, 3.0])).abs().mean())
 
 
-@pytest.mark.parametrize("folder", [pytest.param(f, id=f.name) for f in sorted(FIXTURES.iterdir())
-                                    if (f / "hf_port_preprocessing.safetensors").is_file()])
-def test_transformers_4x_preprocessing_reproduced(folder, converted):
+@pytest.mark.parametrize("case", cases("transformers-4.x"))
+def test_transformers_4x_preprocessing_reproduced(case, converted):
     """Fed the port's own (shifted) preprocessing, the model gives the port's predictions too."""
-    port = load_file(folder / "hf_port_preprocessing.safetensors")
-    inputs = load_file(folder / "inputs.safetensors")
-    model = GraphormerForGraphRegression.from_pretrained(converted(folder, folder)).eval()
+    port = case.tensors("hf_port_preprocessing.safetensors")
+    inputs = case.tensors("inputs.safetensors")
+    summary = case.json("hf_collator_vs_original.json")
+    model = HEAD_CLASSES[expected_head(case)].from_pretrained(converted(case)).eval()
     batch = {"input_nodes": port["input_nodes"], "input_edges": inputs["edge_input"], "attn_bias": port["attn_bias"],
              "spatial_pos": port["spatial_pos"]}
     batch.update({k: inputs[k] for k in ("in_degree", "out_degree", "attn_edge_type")})
     with torch.no_grad():
         logits = model(**batch).logits
-    torch.testing.assert_close(logits, port["graph_prediction"], atol=1e-5, rtol=1e-5)
-    assert (logits - load_file(folder / "expected.safetensors")["graph_prediction"]).abs().max() > 0.1
+    tolerance = case.meta["tolerance"]
+    torch.testing.assert_close(logits, port["graph_prediction"], atol=tolerance["atol"], rtol=tolerance["rtol"])
+    gap = float((logits - case.tensors("expected.safetensors")["graph_prediction"]).abs().max())
+    assert gap == pytest.approx(summary["graph_prediction_with_HF_preprocessing_max_abs_diff"], abs=tolerance["atol"])
 
 
 def test_pre_ln_final_norm_is_built_but_not_applied():

@@ -20,8 +20,10 @@ from conversion.convert_graphormer3d import (
     rename_state_dict,
 )
 from conversion.safe_checkpoint import CheckpointReadError, read_checkpoint
+from tests.models.graphormer3d._fixtures import first
 
-CASE = Path(__file__).resolve().parents[2] / "fixtures" / "graphormer3d" / "public_3d"
+# a reference case's checkpoint as input for the converter's own checks (parity: test_parity_graphormer3d.py)
+CASE = first().folder
 BASE_KEYS = Path(__file__).resolve().parents[2] / "fixtures" / "graphormer3d" / "base_state_dict_keys.json"
 
 

@@ -3,38 +3,27 @@ original checkpoint with the converter and must reproduce the original outputs a
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 import zoo  # noqa: F401
 from conversion.convert_graphormer3d import convert
-from zoo.models.graphormer3d import Graphormer3DFeaturizer
-
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "graphormer3d"
-CASES = sorted(p.parent for p in FIXTURES.glob("*/meta.json"))
-
-
-def case_params():
-    return [pytest.param(case, id=case.name) for case in CASES]
-
-
-def test_fixture_cases_exist():
-    assert CASES, f"no fixture case with a meta.json under {FIXTURES}"
+from tests.models.graphormer3d._fixtures import BIAS, PAIRS, PER_ATOM, cases, featurizer_for
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """Each case's original checkpoint converted once, through the converter, and reloaded."""
     models = {}
-    for case in CASES:
-        folder = convert(case / "checkpoint.pt", tmp_path_factory.mktemp(case.name) / "converted")
-        models[case.name] = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    return models
+
+    def get(case):
+        if case.name not in models:
+            folder = convert(case.file(case.meta["checkpoint"]["file"]), tmp_path_factory.mktemp(case.name) / "out")
+            models[case.name] = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        return models[case.name]
+
+    return get
 
 
 def run_with_intermediates(model, inputs):
@@ -88,12 +77,22 @@ def assert_close_on(actual, expected, mask, atol, rtol, name):
     )
 
 
-@pytest.mark.parametrize("case", case_params())
+@pytest.mark.parametrize("case", cases())
+def test_every_expected_entry_is_compared(case):
+    expected = case.tensors("expected.safetensors")
+    compared = set(case.meta["tolerance"]["outputs"]) | set(PER_ATOM + PAIRS + BIAS)
+    assert set(expected) == set(case.meta["expected"]), f"{case.where}: meta.json expected differs from the file"
+    assert set(expected) <= compared, f"{case.where}: entries no test compares: {sorted(set(expected) - compared)}"
+    assert compared <= set(expected), f"{case.where}: entries the tests compare but the case lacks: " \
+        f"{sorted(compared - set(expected))}"
+
+
+@pytest.mark.parametrize("case", cases())
 def test_outputs_match_original(case, converted):
-    meta = json.loads((case / "meta.json").read_text())
-    inputs = load_file(str(case / "inputs.safetensors"))
-    expected = load_file(str(case / "expected.safetensors"))
-    actual = run_with_intermediates(converted[case.name], inputs)
+    meta = case.meta
+    inputs = case.tensors("inputs.safetensors")
+    expected = case.tensors("expected.safetensors")
+    actual = run_with_intermediates(converted(case), inputs)
     atom = inputs["atoms"].ne(0)
     for name, rule in meta["tolerance"]["outputs"].items():
         if rule.get("exact"):
@@ -107,27 +106,19 @@ def test_outputs_match_original(case, converted):
         assert_close_on(actual[name], expected[name], mask, rule["atol"], rule["rtol"], name)
 
 
-@pytest.mark.parametrize("case", case_params())
+@pytest.mark.parametrize("case", cases())
 def test_intermediates_match_original(case, converted):
-    meta = json.loads((case / "meta.json").read_text())
+    meta = case.meta
     atol, rtol = meta["tolerance"]["intermediates"]["atol"], meta["tolerance"]["intermediates"]["rtol"]
-    inputs = load_file(str(case / "inputs.safetensors"))
-    expected = load_file(str(case / "expected.safetensors"))
-    actual = run_with_intermediates(converted[case.name], inputs)
+    inputs = case.tensors("inputs.safetensors")
+    expected = case.tensors("expected.safetensors")
+    actual = run_with_intermediates(converted(case), inputs)
     atom = inputs["atoms"].ne(0)
     pair = atom[:, :, None] & atom[:, None, :]
-    per_atom = ["graph_node_feature", "edge_feature_sum", "final_hidden", "energy_proj", "energy_agg_factor"]
-    for name in per_atom:
-        assert_close_on(actual[name], expected[name], atom.unsqueeze(-1), atol, rtol, name)
-    assert_close_on(
-        actual["layer_outputs"],
-        expected["layer_outputs"],
-        atom[None, :, :, None],
-        atol,
-        rtol,
-        "layer_outputs",
-    )
-    for name in ("gbf_feature", "delta_pos_unit"):
+    for name in PER_ATOM:
+        mask = atom[None, :, :, None] if name == "layer_outputs" else atom.unsqueeze(-1)
+        assert_close_on(actual[name], expected[name], mask, atol, rtol, name)
+    for name in PAIRS:
         assert_close_on(actual[name], expected[name], pair.unsqueeze(-1), atol, rtol, name)
     bias, expected_bias = actual["graph_attn_bias"], expected["graph_attn_bias"]
     query_rows = atom[:, None, :, None].expand_as(expected_bias)
@@ -138,13 +129,13 @@ def test_intermediates_match_original(case, converted):
     torch.testing.assert_close(bias[finite], expected_bias[finite], atol=atol, rtol=rtol)
 
 
-@pytest.mark.parametrize("case", case_params())
+@pytest.mark.parametrize("case", cases())
 def test_featurizer_matches_original_pipeline(case):
     """systems.json -> per-system periodic expansion (items_pbc) and the padded batch (inputs), exactly."""
-    systems = json.loads((case / "systems.json").read_text())
-    items = load_file(str(case / "items_pbc.safetensors"))
-    inputs = load_file(str(case / "inputs.safetensors"))
-    featurizer = Graphormer3DFeaturizer()
+    systems = case.json("systems.json")
+    items = case.tensors("items_pbc.safetensors")
+    inputs = case.tensors("inputs.safetensors")
+    featurizer = featurizer_for(case.meta)
     names = {
         "pos": "positions",
         "atomic_numbers": "atomic_numbers",
@@ -168,32 +159,30 @@ def test_featurizer_matches_original_pipeline(case):
     }.items():
         assert batch[ours].dtype == inputs[theirs].dtype, ours
         assert torch.equal(batch[ours], inputs[theirs]), ours
-    assert batch["atom_ids"].shape[1] == meta_padded_length(case)
+    assert batch["atom_ids"].shape[1] == case.meta["inputs"]["padded_len"]
+    assert len(systems) == case.meta["inputs"]["n_systems"]
 
 
-def meta_padded_length(case: Path) -> int:
-    return json.loads((case / "meta.json").read_text())["inputs"]["padded_len"]
-
-
-@pytest.mark.parametrize("case", case_params())
+@pytest.mark.parametrize("case", cases())
 def test_featurized_systems_reproduce_original_energies(case, converted):
     """End to end: raw records -> featurizer -> converted model gives the original's energies in eV."""
-    systems = json.loads((case / "systems.json").read_text())
-    expected = load_file(str(case / "expected.safetensors"))
-    batch = Graphormer3DFeaturizer()(systems)
+    systems = case.json("systems.json")
+    expected = case.tensors("expected.safetensors")
+    batch = featurizer_for(case.meta)(systems)
     with torch.no_grad():
-        out = converted[case.name](**batch)
-    torch.testing.assert_close(out.energy_ev, expected["energy_eV"], atol=1e-5, rtol=1e-4)
+        out = converted(case)(**batch)
+    rule = case.meta["tolerance"]["outputs"]["energy_eV"]
+    torch.testing.assert_close(out.energy_ev, expected["energy_eV"], atol=rule["atol"], rtol=rule["rtol"])
     assert out.loss is not None and torch.isfinite(out.loss)
 
 
-@pytest.mark.parametrize("case", case_params())
+@pytest.mark.parametrize("case", cases())
 def test_parity_checks_catch_known_mistakes(case, converted):
     """The tolerances separate right from wrong: counting periodic images in the energy or swapping the
     pair-type order both move the outputs outside them (the fixture README's list of easy mistakes)."""
-    inputs = load_file(str(case / "inputs.safetensors"))
-    expected = load_file(str(case / "expected.safetensors"))
-    model = converted[case.name]
+    inputs = case.tensors("inputs.safetensors")
+    expected = case.tensors("expected.safetensors")
+    model = converted(case)
     args = dict(atom_ids=inputs["atoms"], tags=inputs["tags"], positions=inputs["pos"])
     with torch.no_grad():
         with_images = model(**args, real_mask=inputs["atoms"].ne(0)).energy
@@ -204,5 +193,6 @@ def test_parity_checks_catch_known_mistakes(case, converted):
             swapped = model(**args, real_mask=inputs["real_mask"]).energy
         finally:
             del kernel.pair_types
+    rule = case.meta["tolerance"]["outputs"]["energy"]
     for wrong in (with_images, swapped):
-        assert not torch.allclose(wrong, expected["energy"], atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(wrong, expected["energy"], atol=rule["atol"], rtol=rule["rtol"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +12,12 @@ from safetensors.torch import load_file
 from transformers import AutoFeatureExtractor
 
 import zoo  # noqa: F401
+from tests.models.graphormer3d._fixtures import featurizer_for, first
 from zoo.models.graphormer3d import Graphormer3DFeaturizer, Graphormer3DInputError, example_system
 
-CASE = Path(__file__).resolve().parents[2] / "fixtures" / "graphormer3d" / "public_3d"
+# a reference case's systems and the original's items for them, as inputs (parity: test_parity_graphormer3d.py)
+CASE_OBJ = first()
+CASE = CASE_OBJ.folder
 
 
 @pytest.fixture()
@@ -70,26 +72,29 @@ def test_element_ids(featurizer):
     assert ids.tolist() == [1, 56, 57, 3, 57]
 
 
-def test_ase_atoms_input_matches_mapping_input(featurizer):
+def test_ase_atoms_input_matches_mapping_input():
     ase = pytest.importorskip("ase")
-    system = fixture_systems()[1]
-    atoms = ase.Atoms(
-        numbers=system["atomic_numbers"],
-        positions=system["pos"],
-        cell=system["cell"][0],
-        tags=system["tags"],
-        pbc=[True, True, True],
-    )
-    item = featurizer.featurize(atoms)
-    expected = load_file(str(CASE / "items_pbc.safetensors"))
-    for theirs, ours in {
-        "pos": "positions",
-        "atoms": "atom_ids",
-        "tags": "tags",
-        "real_mask": "real_mask",
-    }.items():
-        assert torch.equal(item[ours], expected[f"item1.{theirs}"]), ours
-    assert featurizer(atoms)["atom_ids"].shape == (1, 40)
+    featurizer = featurizer_for(CASE_OBJ.meta)
+    expected = CASE_OBJ.tensors("items_pbc.safetensors")
+    pad = CASE_OBJ.meta["data_pipeline"]["pad_multiple"]
+    for index, system in enumerate(fixture_systems()):
+        atoms = ase.Atoms(
+            numbers=system["atomic_numbers"],
+            positions=system["pos"],
+            cell=system["cell"][0],
+            tags=system["tags"],
+            pbc=[True, True, True],
+        )
+        item = featurizer.featurize(atoms)
+        for theirs, ours in {
+            "pos": "positions",
+            "atoms": "atom_ids",
+            "tags": "tags",
+            "real_mask": "real_mask",
+        }.items():
+            assert torch.equal(item[ours], expected[f"item{index}.{theirs}"]), ours
+        with_images = CASE_OBJ.meta["inputs"]["num_atoms_with_images"][index]
+        assert featurizer(atoms)["atom_ids"].shape == (1, math.ceil(with_images / pad) * pad)
     non_periodic = ase.Atoms(numbers=[6, 8], positions=[[0, 0, 0], [1.2, 0, 0]], tags=[1, 2], pbc=False)
     assert featurizer.featurize(non_periodic)["real_mask"].all()
 
@@ -203,26 +208,26 @@ def test_not_a_system(featurizer):
 def test_oc20_lmdb_style_record(featurizer):
     """OC20 LMDBs hold torch_geometric Data objects with float atomic numbers and a [1, 3, 3] cell."""
     data_module = pytest.importorskip("torch_geometric.data")
-    system = fixture_systems()[2]
-    record = data_module.Data(
-        atomic_numbers=torch.tensor(system["atomic_numbers"], dtype=torch.float32),
-        pos=torch.tensor(system["pos"]),
-        pos_relaxed=torch.tensor(system["pos_relaxed"]),
-        tags=torch.tensor(system["tags"]),
-        cell=torch.tensor(system["cell"]),
-        y_relaxed=system["y_relaxed"],
-        sid=system["sid"],
-    )
-    item = featurizer.featurize(record)
-    expected = load_file(str(CASE / "items_pbc.safetensors"))
-    for theirs, ours in {
-        "pos": "positions",
-        "atoms": "atom_ids",
-        "tags": "tags",
-        "deltapos": "delta_pos",
-    }.items():
-        assert torch.equal(item[ours], expected[f"item2.{theirs}"]), ours
-    assert item["relaxed_energy"].item() == pytest.approx(system["y_relaxed"])
+    expected = CASE_OBJ.tensors("items_pbc.safetensors")
+    for index, system in enumerate(fixture_systems()):
+        record = data_module.Data(
+            atomic_numbers=torch.tensor(system["atomic_numbers"], dtype=torch.float32),
+            pos=torch.tensor(system["pos"]),
+            pos_relaxed=torch.tensor(system["pos_relaxed"]),
+            tags=torch.tensor(system["tags"]),
+            cell=torch.tensor(system["cell"]),
+            y_relaxed=system["y_relaxed"],
+            sid=system["sid"],
+        )
+        item = featurizer_for(CASE_OBJ.meta).featurize(record)
+        for theirs, ours in {
+            "pos": "positions",
+            "atoms": "atom_ids",
+            "tags": "tags",
+            "deltapos": "delta_pos",
+        }.items():
+            assert torch.equal(item[ours], expected[f"item{index}.{theirs}"]), ours
+        assert item["relaxed_energy"].item() == pytest.approx(system["y_relaxed"])
     bad = data_module.Data(
         atomic_numbers=torch.tensor([8.0]),
         pos=torch.tensor([[0.0, 0.0, float("nan")]]),

@@ -16,10 +16,16 @@ from conversion.safe_checkpoint import CheckpointReadError
 from zoo.models.musicbert import OctupleError, OctupleMidiTokenizer
 from zoo.models.musicbert.octuple import read_midi
 
-from .fixture_cases import ROOT
+from .fixture_cases import first, head_names
 
-MIDI = ROOT / "encoding_public" / "midi"
-MODEL = ROOT / "model_public"
+# real files of the reference cases, used here as inputs for error handling (parity is checked elsewhere)
+ENCODING = first("encoding")
+FILES = ENCODING.meta["files"]
+MIDI = ENCODING.folder / "midi"
+GOOD = sorted(name for name, f in FILES.items() if f["error"] is None)
+FAILING = sorted(name for name, f in FILES.items() if f["error"] is not None)
+MODEL_CASE = first("model")
+PRETRAINED = MODEL_CASE.file(next(name for name, info in MODEL_CASE.meta["checkpoints"].items() if not head_names(info)))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +52,7 @@ def test_not_a_midi_file(tokenizer, tmp_path):
 
 def test_truncated_midi_file(tokenizer, tmp_path):
     path = tmp_path / "cut.mid"
-    path.write_bytes((MIDI / "m21_bach_bwv66_6.mid").read_bytes()[:300])
+    path.write_bytes((MIDI / GOOD[0]).read_bytes()[:300])
     with pytest.raises(OctupleError, match=r"cut\.mid: not a readable MIDI file"):
         tokenizer.encode_midi(path)
 
@@ -86,24 +92,29 @@ def test_note_times_outside_range(tokenizer):
 
 
 def test_long_piece_truncates_with_warning_or_windows(tokenizer):
-    path = MIDI / "edge_overflow_bars_window.mid"
+    limit = ENCODING.meta["original_constants"]["sample_len_max"]
+    long_pieces = [name for name in GOOD if FILES[name]["n_notes"] > limit]
+    assert long_pieces, f"{ENCODING.where}: no file longer than sample_len_max={limit}"
+    name = long_pieces[0]
+    path = MIDI / name
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         single = tokenizer.encode_midi(path)
-    assert "1100 notes, of which 572 fit one sequence" in str(caught[-1].message)
-    assert len(single["input_ids"]) == 1 and len(single["input_ids"][0]) == 4592  # the original's selection
+    n_ids = FILES[name]["n_input_ids"]
+    assert f"{FILES[name]['n_notes']} notes, of which {n_ids // 8 - 2} fit one sequence" in str(caught[-1].message)
+    assert len(single["input_ids"]) == 1 and len(single["input_ids"][0]) == n_ids  # the original's selection
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         windows = tokenizer.encode_midi(path, overflow="window")
         all_notes = tokenizer.midi_to_octuples(path)
-    assert [str(w.message).split(": ", 1)[1] for w in caught] == [
-        "1 notes start at or after grid position 65536 (about 30 minutes) and are dropped, as the original "
-        "encoder does"] * 2
-    assert len(windows["input_ids"]) > 1 and len(all_notes) == 1100
+    assert len(caught) == 2 and all(
+        "start at or after grid position 65536 (about 30 minutes) and are dropped, as the original encoder does"
+        in str(w.message) for w in caught)
+    assert len(windows["input_ids"]) > 1 and len(all_notes) == FILES[name]["n_notes"]
     covered = set()
     for row in windows["input_ids"]:
         notes = tokenizer.ids_to_octuples([i for i in row if i != tokenizer.pad_token_id])
-        assert len(notes) <= 1000 and all(n[0] < 256 for n in notes)
+        assert len(notes) <= limit and all(n[0] < ENCODING.meta["original_constants"]["bar_max"] for n in notes)
         covered.update(n[1:] for n in notes)
     assert covered == {n[1:] for n in all_notes}
     with pytest.raises(OctupleError, match="overflow='truncate' or 'window'"), warnings.catch_warnings():
@@ -114,7 +125,8 @@ def test_long_piece_truncates_with_warning_or_windows(tokenizer):
 def test_batch_reports_bad_files_and_goes_on(tokenizer, tmp_path):
     bad = tmp_path / "bad.mid"
     bad.write_bytes(b"garbage")
-    sources = [MIDI / "m21_bach_bwv66_6.mid", bad, MIDI / "edge_error_unsupported_ts.mid", MIDI / "edge_parser_divergence.mid"]
+    short = sorted(GOOD, key=lambda n: FILES[n]["n_input_ids"])
+    sources = [MIDI / short[1], bad, MIDI / FAILING[0], MIDI / short[0]]
     with pytest.raises(OctupleError, match="bad.mid"):
         tokenizer.batch_encode_midi(sources)
     with warnings.catch_warnings(record=True) as caught:
@@ -123,14 +135,15 @@ def test_batch_reports_bad_files_and_goes_on(tokenizer, tmp_path):
     assert [str(w.message).split(":")[0] for w in caught] == ["skipping input 1", "skipping input 2"]
     assert batch.source_index == [0, 3]
     assert [name for name, _ in batch.failures] == [str(bad), str(sources[2])]
-    assert "unsupported time signature" in batch.failures[1][1]
-    assert batch["input_ids"].shape == (2, 1320) and batch["attention_mask"][1].sum() == 56
+    assert FILES[FAILING[0]]["error"].split(": ", 1)[1] in batch.failures[1][1]
+    assert batch["input_ids"].shape == (2, FILES[short[1]]["n_input_ids"])
+    assert batch["attention_mask"][1].sum() == FILES[short[0]]["n_input_ids"]
 
 
 def test_checkpoint_with_extra_key(tmp_path):
     from conversion import convert_musicbert as module
 
-    original = module.read_checkpoint(MODEL / "checkpoint_last_musicbert_base.pt")
+    original = module.read_checkpoint(PRETRAINED)
     original["model"]["encoder.sentence_encoder.layers.0.extra.weight"] = torch.zeros(1)
     checkpoint = tmp_path / "extra.pt"
     torch.save(original, checkpoint)
@@ -142,7 +155,7 @@ def test_checkpoint_with_extra_key(tmp_path):
 def test_checkpoint_with_missing_key(tmp_path):
     from conversion import convert_musicbert as module
 
-    original = module.read_checkpoint(MODEL / "checkpoint_last_musicbert_base.pt")
+    original = module.read_checkpoint(PRETRAINED)
     del original["model"]["encoder.lm_head.dense.bias"]
     checkpoint = tmp_path / "missing.pt"
     torch.save(original, checkpoint)
@@ -152,7 +165,7 @@ def test_checkpoint_with_missing_key(tmp_path):
 
 def test_truncated_checkpoint(tmp_path):
     checkpoint = tmp_path / "cut.pt"
-    checkpoint.write_bytes((MODEL / "checkpoint_last_musicbert_base.pt").read_bytes()[:5000])
+    checkpoint.write_bytes((PRETRAINED).read_bytes()[:5000])
     with pytest.raises(CheckpointReadError):
         convert(checkpoint, tmp_path / "out")
 
@@ -161,7 +174,21 @@ def test_existing_output_is_kept_without_overwrite(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    shutil.copy(MODEL / "checkpoint_last_musicbert_base.pt", tmp_path / "c.pt")
+    shutil.copy(PRETRAINED, tmp_path / "c.pt")
     with pytest.raises(FileExistsError):
         convert(tmp_path / "c.pt", out)
     assert (out / "keep.txt").read_text() == "x"
+
+
+def test_checkpoint_with_unknown_finetuning_task(tmp_path):
+    """A head trained under a task the converter does not know has an unknown loss: refused, naming the task."""
+    from conversion import convert_musicbert as module
+
+    name = next(n for n, info in MODEL_CASE.meta["checkpoints"].items() if head_names(info))
+    original = module.read_checkpoint(MODEL_CASE.file(name))
+    original["cfg"]["task"]["_name"] = "sentence_prediction_ranking"
+    checkpoint = tmp_path / "unknown_task.pt"
+    torch.save(original, checkpoint)
+    with pytest.raises(ConversionError, match="fine-tuning task 'sentence_prediction_ranking' is not one"):
+        convert(checkpoint, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

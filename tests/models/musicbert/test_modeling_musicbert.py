@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import zoo  # noqa: F401
 from conversion.convert_musicbert import convert
@@ -21,10 +20,10 @@ from zoo.models.musicbert import (
 )
 from zoo.models.musicbert.masking_musicbert import bar_mask, original_seed
 
-from .fixture_cases import cases
+from .fixture_cases import HEAD_PREFIX, MODEL_OUTPUTS, PROBLEM_TYPES, cases, head_names
 
-MODEL_CASES = cases("MusicBERT forward parity")
-MASKING_CASES = cases("bar-level masking")
+MODEL_CASES = cases("model")
+MASKING_CASES = cases("masking")
 
 
 class TestMusicBertModel(ModelTesterMixin):
@@ -105,14 +104,21 @@ class TestMusicBertModel(ModelTesterMixin):
         assert torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("folder,meta", [c.values for c in MASKING_CASES], ids=[c.id for c in MASKING_CASES])
-def test_bar_masking_matches_original(folder, meta):
-    expected = load_file(str(folder / "masking_expected.safetensors"))
-    tokenizer = OctupleMidiTokenizer()
-    lines = (folder / "input_token_lines.txt").read_text().splitlines()
+@pytest.mark.parametrize("case", MASKING_CASES)
+def test_bar_masking_matches_original(case):
+    meta = case.meta
+    expected = case.tensors("masking_expected.safetensors")
+    tokenizer = OctupleMidiTokenizer(vocab_file=str(case.file("dict.txt")))  # the case's fairseq dictionary
+    assert (len(tokenizer), tokenizer.mask_token_id, tokenizer.pad_token_id) == (
+        meta["vocab_size"], meta["mask_idx"], meta["pad_idx"])
+    lines = case.file("input_token_lines.txt").read_text().splitlines()
+    items = {key.split("_")[0] for key in expected if key.startswith("item")}
+    assert len(lines) == len(items), f"{case.where}: {len(lines)} token lines, expected file has items {sorted(items)}"
+    compared = set()
     for index, line in enumerate(lines):
         ids = tokenizer.convert_tokens_to_ids(line.split()) + [tokenizer.eos_token_id]
-        assert ids == expected[f"item{index}_input"].tolist()
+        assert ids == expected[f"item{index}_input"].tolist(), f"{case.where}: line {index}"
+        compared.add(f"item{index}_input")
         for epoch in meta["epochs"]:
             seed = original_seed(meta["seed"], epoch, index)
             assert seed == meta["derived_numpy_seeds"][f"epoch{epoch}_item{index}"]
@@ -123,44 +129,94 @@ def test_bar_masking_matches_original(folder, meta):
             assert masked.tolist() == expected[f"epoch{epoch}_item{index}_source"].tolist()
             target = np.where(decisions > 0, ids, meta["pad_idx"])
             assert target.tolist() == expected[f"epoch{epoch}_item{index}_target"].tolist()
+            compared |= {f"epoch{epoch}_item{index}_source", f"epoch{epoch}_item{index}_target"}
+    assert compared == set(expected), f"{case.where}: entries no test compares: {sorted(set(expected) - compared)}"
 
 
-def _checkpoints(folder):
-    return sorted(folder.glob("*.pt"))
-
-
-@pytest.mark.parametrize("folder,meta", [c.values for c in MODEL_CASES], ids=[c.id for c in MODEL_CASES])
-def test_converted_checkpoints_match_original(folder, meta, tmp_path):
-    expected = load_file(str(folder / "expected_outputs.safetensors"))
-    tol = meta["tolerance"]
-    checkpoints = _checkpoints(folder)
-    assert len(checkpoints) == len(meta["checkpoints"])
-    tokenizer = OctupleMidiTokenizer()
-    for row, line in zip(expected["input_ids"], (folder / "input_token_lines.txt").read_text().splitlines()):
-        ids = tokenizer.convert_tokens_to_ids(line.split()) + [tokenizer.eos_token_id]
-        assert row[:len(ids)].tolist() != [] and len(ids) <= len(row)
-    for checkpoint in checkpoints:
-        out = tmp_path / checkpoint.stem
-        label_dict = folder / meta["finetune"]["label_dict_file"] if "classification_heads" in str(
-            meta["checkpoints"][checkpoint.name]["model_state_dict"]) else None
-        record = convert(checkpoint, out, label_dict=label_dict, expected=folder / "expected_outputs.safetensors")
-        assert record["parity"]["ok"], record["parity"]
-        model_class = MusicBertForSequenceClassification if label_dict else MusicBertForMaskedLM
-        model = model_class.from_pretrained(out).eval()
+def _model_outputs(model, input_ids):
+    """Every output a model case can hold (MODEL_OUTPUTS), computed by the converted model."""
+    captured = {}
+    base = model.musicbert
+    hooks = [base.downsampling.register_forward_hook(lambda m, i, o: captured.__setitem__("downsampled", o)),
+             base.emb_layer_norm.register_forward_hook(lambda m, i, o: captured.__setitem__("emb_layer_norm_out", o))]
+    try:
         with torch.no_grad():
-            base = model.musicbert(expected["input_ids"], output_hidden_states=True)
-            torch.testing.assert_close(base.last_hidden_state, expected["features"], atol=tol["atol"], rtol=tol["rtol"])
-            torch.testing.assert_close(base.octuple_hidden_state, expected["compound_hidden"],
-                                       atol=tol["atol"], rtol=tol["rtol"])
-            logits = model(expected["input_ids"]).logits
-        name = "classification_logits" if label_dict else "mlm_logits"
-        torch.testing.assert_close(logits, expected[name], atol=tol["atol"], rtol=tol["rtol"])
-        if label_dict:
-            labels = [line.split()[0] for line in label_dict.read_text().splitlines()]
-            assert [model.config.id2label[i] for i in range(len(labels))] == labels
-            assert model.config.problem_type == "multi_label_classification"
+            out = base(input_ids)
+            got = {"features": out.last_hidden_state, "compound_hidden": out.octuple_hidden_state, **captured,
+                   "attention_mask_compound": base._octuple_mask(input_ids, None).long()}
+            if hasattr(model, "lm_head"):
+                got["mlm_logits"] = model(input_ids).logits
+            else:
+                got["classification_logits"] = model(input_ids).logits
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return got
+
+
+def _expected_rows(case, tokenizer):
+    """The batch the case's inputs describe: each token line (+ </s>), its recorded <mask> substitutions, <pad>."""
+    lines = case.file("input_token_lines.txt").read_text().splitlines()
+    rows = case.meta["inputs"]["rows"]
+    assert len(lines) == len(rows), f"{case.where}: {len(lines)} token lines, meta.json describes {len(rows)} rows"
+    built = []
+    for line, row in zip(lines, rows):
+        ids = tokenizer.convert_tokens_to_ids(line.split()) + [tokenizer.eos_token_id]
+        assert tokenizer.unk_token_id not in ids, f"{case.where}: a token of {line[:40]!r}... is not in dict.txt"
+        assert len(ids) == row["length"], f"{case.where}: {row}"
+        for position, _what in row["mask"]:
+            ids[position] = tokenizer.mask_token_id
+        built.append(ids)
+    return built
+
+
+@pytest.mark.parametrize("case", MODEL_CASES)
+def test_converted_checkpoints_match_original(case, tmp_path):
+    meta = case.meta
+    expected = case.tensors("expected_outputs.safetensors")
+    unknown = sorted(set(expected) - set(MODEL_OUTPUTS))
+    assert not unknown, f"{case.where}: expected_outputs.safetensors holds {unknown}, which no test knows how to compute"
+    assert set(expected) == set(meta["outputs"]), f"{case.where}: meta.json outputs differ from the expected file"
+    tol = meta["tolerance"]
+    tokenizer = OctupleMidiTokenizer(vocab_file=str(case.file("dict.txt")))
+    assert len(tokenizer) == meta["derived"]["vocab_size"] and tokenizer.mask_token_id == meta["derived"]["mask"]
+    input_ids = expected["input_ids"]
+    rows = _expected_rows(case, tokenizer)
+    width = max(len(r) for r in rows)
+    assert list(input_ids.shape) == [len(rows), width], f"{case.where}: input_ids {list(input_ids.shape)}"
+    for index, ids in enumerate(rows):  # element-wise: the line, then <pad> only
+        assert input_ids[index].tolist() == ids + [tokenizer.pad_token_id] * (width - len(ids)), \
+            f"{case.where}: input_ids row {index} is not line {index} of input_token_lines.txt (+ masks, padding)"
+
+    finetune = meta.get("finetune")
+    compared = {"input_ids"}
+    for name, info in meta["checkpoints"].items():
+        checkpoint = case.file(name)
+        heads = head_names(info)
+        out = tmp_path / checkpoint.stem
+        label_dict = case.file(finetune["label_dict_file"]) if heads and finetune.get("label_dict_file") else None
+        record = convert(checkpoint, out, label_dict=label_dict, expected=case.file("expected_outputs.safetensors"))
+        assert record["parity"]["ok"], record["parity"]
+        model_class = MusicBertForSequenceClassification if heads else MusicBertForMaskedLM
+        model = model_class.from_pretrained(out).eval()
+        shapes = info["model_state_dict"]
+        assert model.config.vocab_size == shapes["encoder.sentence_encoder.embed_tokens.weight"][0]
+        assert model.config.hidden_size == shapes["encoder.sentence_encoder.embed_tokens.weight"][1]
+        if heads:
+            assert model.config.problem_type == PROBLEM_TYPES[finetune["task"]]
+            assert model.config.num_labels == finetune["num_classes"] == \
+                shapes[f"{HEAD_PREFIX}{heads[0]}.out_proj.weight"][0]
+            if label_dict is not None:
+                labels = [line.split()[0] for line in label_dict.read_text().splitlines() if line.strip()]
+                assert [model.config.id2label[i] for i in range(model.config.num_labels)] == labels
+        got = _model_outputs(model, input_ids)
+        for key in sorted(set(got) & set(expected)):
+            torch.testing.assert_close(got[key].to(expected[key].dtype), expected[key], atol=tol["atol"],
+                                       rtol=tol["rtol"], msg=lambda m, key=key, name=name: f"{name} {key}: {m}")
+            compared.add(key)
         assert (out / "dict.txt").is_file() and (out / "README.md").is_file() and (out / "conversion.json").is_file()
         assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))
+    assert compared == set(expected), f"{case.where}: no checkpoint of the case produces {sorted(set(expected) - compared)}"
 
 
 def test_pair_head_uses_both_pieces():
@@ -178,22 +234,23 @@ def test_pair_head_uses_both_pieces():
     assert logits.shape == (2, 2) and not torch.allclose(logits[0], logits[1])
 
 
-@pytest.mark.parametrize("folder,meta", [c.values for c in MODEL_CASES], ids=[c.id for c in MODEL_CASES])
-def test_converter_cli_and_pair_head(folder, meta, tmp_path, capsys):
+@pytest.mark.parametrize("case", MODEL_CASES)
+def test_converter_cli_and_pair_head(case, tmp_path, capsys):
     from conversion.convert_musicbert import main
 
-    finetuned = next(p for p in _checkpoints(folder) if "classification_heads" in str(
-        meta["checkpoints"][p.name]["model_state_dict"]))
-    assert main([str(finetuned), str(tmp_path / "pair"), "--pair", "--head-name", meta["finetune"][
-        "classification_head_name"]]) == 0
-    model = MusicBertForPairClassification.from_pretrained(tmp_path / "pair").eval()
-    expected = load_file(str(folder / "expected_outputs.safetensors"))
-    with torch.no_grad():
-        logits = model(expected["input_ids"]).logits
-    # the pair head is the same fairseq classification head, so it reproduces the head's logits
-    torch.testing.assert_close(logits, expected["classification_logits"], atol=meta["tolerance"]["atol"],
-                               rtol=meta["tolerance"]["rtol"])
-    capsys.readouterr()
-    assert main([str(finetuned), str(tmp_path / "x"), "--head-name", "other"]) == 2
-    assert "no classification head 'other'" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
+    finetuned = [name for name, info in case.meta["checkpoints"].items() if head_names(info)]
+    assert finetuned or "classification_logits" not in case.meta["outputs"]
+    expected = case.tensors("expected_outputs.safetensors")
+    for name in finetuned:
+        head = head_names(case.meta["checkpoints"][name])[0]
+        assert main([str(case.file(name)), str(tmp_path / "pair"), "--pair", "--head-name", head, "--overwrite"]) == 0
+        model = MusicBertForPairClassification.from_pretrained(tmp_path / "pair").eval()
+        with torch.no_grad():
+            logits = model(expected["input_ids"]).logits
+        # the pair head is the same fairseq classification head, so it reproduces the head's logits
+        torch.testing.assert_close(logits, expected["classification_logits"], atol=case.meta["tolerance"]["atol"],
+                                   rtol=case.meta["tolerance"]["rtol"])
+        capsys.readouterr()
+        assert main([str(case.file(name)), str(tmp_path / "x"), "--head-name", head + "_other"]) == 2
+        assert f"no classification head '{head}_other'" in capsys.readouterr().err
+        assert not (tmp_path / "x").exists()

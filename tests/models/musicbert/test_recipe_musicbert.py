@@ -22,7 +22,7 @@ from zoo.recipes.musicbert import (
     select_tunes,
 )
 
-from .fixture_cases import ROOT
+from .fixture_cases import first
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,8 @@ def test_recipe_is_registered():
 
 
 def test_piano_roll_plot(tmp_path):
-    midi = ROOT / "encoding_public" / "midi" / "m21_bach_bwv66_6.mid"
+    case = first("encoding")
+    midi = case.file("midi/" + min(n for n, f in case.meta["files"].items() if f["error"] is None))
     decoded = OctupleMidiTokenizer().decode_midi(OctupleMidiTokenizer().encode_midi(midi)["input_ids"][0])
     path = plot_piano_roll(midi, tmp_path / "roll.png", "source", decoded, "decoded")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

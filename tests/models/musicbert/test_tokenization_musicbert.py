@@ -10,6 +10,8 @@ import pytest
 from transformers import AutoTokenizer
 
 import zoo  # noqa: F401
+from tests.fixture_cases import BrokenCase
+from tests.fixture_usage import record_read
 from zoo.models.musicbert import MusicBertConfig, OctupleError, OctupleMidiTokenizer
 from zoo.models.musicbert.octuple import (
     DURATION_DECODE,
@@ -27,25 +29,28 @@ from zoo.models.musicbert.tokenization_musicbert import build_field_tokens, buil
 
 from .fixture_cases import cases
 
-ENCODING_CASES = cases("OctupleMIDI encoding")
-ROOT_MIDI = ENCODING_CASES[0].values[0] / "midi"
+ENCODING_CASES = cases("encoding")
 
 
-def file_params(decodable_only: bool = False):
+def file_params(decodable_only: bool = False, pairings=("legacy", "fifo")):
+    """(case, MIDI file name, note pairing) for every file meta.json lists; a broken case passes through (it fails)."""
     params = []
-    for case in ENCODING_CASES:
-        folder, meta = case.values
-        for name in sorted(meta["files"]):
-            if decodable_only and meta["files"][name]["error"] is not None:
+    for param in ENCODING_CASES:
+        case = param.values[0]
+        if isinstance(case, BrokenCase):
+            params.append(pytest.param(case, None, None, id=param.id))
+            continue
+        for name in sorted(case.meta["files"]):
+            if decodable_only and case.meta["files"][name]["error"] is not None:
                 continue
-            for pairing in ("legacy", "fifo"):
-                params.append(pytest.param(folder, name, pairing, id=f"{folder.name}/{name}/{pairing}"))
+            for pairing in pairings:
+                params.append(pytest.param(case, name, pairing, id=f"{case.name}/{name}/{pairing}"))
     return params
 
 
-def reference(folder: Path, name: str, pairing: str) -> dict:
+def reference(case, name: str, pairing: str) -> dict:
     """What the original produced with miditoolkit 0.1.14 (legacy) or 1.0.1 (fifo)."""
-    primary = json.loads((folder / "expected" / name.replace(".mid", ".json")).read_text())
+    primary = case.json(f"expected/{Path(name).stem}.json")
     if pairing == "legacy":
         return primary
     alt = primary["alt_parser"]
@@ -63,10 +68,10 @@ def tokenizer():
     return OctupleMidiTokenizer()
 
 
-@pytest.mark.parametrize("folder,name,pairing", file_params())
-def test_encoding_matches_original(tokenizer, folder, name, pairing):
-    expected = reference(folder, name, pairing)
-    path = folder / "midi" / name
+@pytest.mark.parametrize("case,name,pairing", file_params())
+def test_encoding_matches_original(tokenizer, case, name, pairing):
+    expected = reference(case, name, pairing)
+    path = case.file(f"midi/{name}")
     if expected.get("error"):
         message = expected["error"].split(": ", 1)[1]
         with pytest.raises(OctupleError, match=r".*" + message.replace("(", r"\(").replace(")", r"\)")) as info:
@@ -94,16 +99,16 @@ def test_encoding_matches_original(tokenizer, folder, name, pairing):
     assert text_ids + [tokenizer.eos_token_id] == expected["input_ids"]
 
 
-@pytest.mark.parametrize("folder,name,pairing", [p for p in file_params(True) if p.values[2] == "legacy"])
-def test_decoder_matches_original(tokenizer, folder, name, pairing, tmp_path):
+@pytest.mark.parametrize("case,name,pairing", file_params(True, pairings=("legacy",)))
+def test_decoder_matches_original(tokenizer, case, name, pairing, tmp_path):
     import miditoolkit
 
-    expected = reference(folder, name, pairing)
+    expected = reference(case, name, pairing)
     decoded_ref = expected["encoding_to_MIDI"]
     midi = decode_octuples(expected["encoding"])
     midi.dump(tmp_path / "ours.mid")
     ours = miditoolkit.MidiFile(str(tmp_path / "ours.mid"))
-    theirs = miditoolkit.MidiFile(str(folder / decoded_ref["decoded_midi"]))
+    theirs = miditoolkit.MidiFile(str(case.file(decoded_ref["decoded_midi"])))
     assert ours.ticks_per_beat == theirs.ticks_per_beat
     assert [(t.numerator, t.denominator, t.time) for t in ours.time_signature_changes] == \
         [(t.numerator, t.denominator, t.time) for t in theirs.time_signature_changes]
@@ -116,12 +121,13 @@ def test_decoder_matches_original(tokenizer, folder, name, pairing, tmp_path):
     assert [list(o) for o in reencoded] == decoded_ref["reencoded"]
 
 
-@pytest.mark.parametrize("folder,meta", [c.values for c in ENCODING_CASES], ids=[c.id for c in ENCODING_CASES])
-def test_vocabulary_built_in_code(folder, meta):
-    assert build_vocab() == json.loads((folder / "vocab.json").read_text())["id_to_token"]
-    assert [line.split()[0] for line in (folder / "dict.txt").read_text().splitlines()] == build_field_tokens()
+@pytest.mark.parametrize("case", ENCODING_CASES)
+def test_vocabulary_built_in_code(case):
+    meta = case.meta
+    assert build_vocab() == case.json("vocab.json")["id_to_token"]
+    assert [line.split()[0] for line in case.file("dict.txt").read_text().splitlines()] == build_field_tokens()
     assert len(build_vocab()) == meta["vocab"]["size"]
-    tables = json.loads((folder / "tables.json").read_text())
+    tables = case.json("tables.json")
     assert [list(ts) for ts in TIME_SIGNATURES] == tables["ts_list"]
     for text, result in tables["time_signature_reduce_examples"].items():
         assert list(reduce_time_signature(*map(int, text.split("/")))) == result
@@ -155,15 +161,36 @@ def test_ids_round_trip(tokenizer):
         tokenizer.octuples_to_ids([(0, 0, 0, 300, 8, 20, 9, 31)])
 
 
-def test_tokenizer_loads_with_remote_code_without_zoo(tokenizer, tmp_path):
+@pytest.mark.parametrize("case", ENCODING_CASES)
+def test_case_files_agree(case):
+    """meta.json's file list = index.json = the MIDI folder = the sources record = the expected files."""
+    import hashlib
+
+    files = case.meta["files"]
+    assert case.json("index.json") == files
+    assert sorted(p.name for p in (case.folder / "midi").glob("*.mid")) == sorted(files)
+    assert sorted(case.json("midi/midi_sources.json")) == sorted(files), "every MIDI file has a recorded source"
+    for name, summary in files.items():
+        expected = case.json(f"expected/{Path(name).stem}.json")
+        assert expected["midi_file"] == f"midi/{name}"
+        assert hashlib.sha256(case.file(f"midi/{name}").read_bytes()).hexdigest() == expected["midi_sha256"]
+        assert expected["error"] == summary["error"]
+        if summary["error"] is None:
+            assert expected["n_notes"] == summary["n_notes"] == len(expected["encoding"])
+            assert len(expected["input_ids"]) == summary["n_input_ids"]
+
+
+@pytest.mark.parametrize("case", ENCODING_CASES)
+def test_tokenizer_loads_with_remote_code_without_zoo(tokenizer, case, tmp_path):
     import os
     import subprocess
     import sys
 
     tokenizer.save_pretrained(tmp_path)
     MusicBertConfig().save_pretrained(tmp_path)
-    midi = ROOT_MIDI / "edge_parser_divergence.mid"
-    expected = json.loads((ROOT_MIDI.parent / "expected" / "edge_parser_divergence.json").read_text())["input_ids"]
+    name = min(n for n, f in case.meta["files"].items() if f["error"] is None)  # any file the original encodes
+    midi = case.file(f"midi/{name}")
+    expected = reference(case, name, "legacy")["input_ids"]
     script = (
         "import sys; sys.modules['zoo'] = None\n"
         "from transformers import AutoTokenizer\n"
@@ -173,6 +200,7 @@ def test_tokenizer_loads_with_remote_code_without_zoo(tokenizer, tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "HF_"))}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    record_read(midi)  # read by the subprocess
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,11 +9,12 @@ import torch
 import zoo
 from conversion.convert_nasbert import ConversionError, convert, main
 from conversion.torchsharp import TsmReadError, read_tsm, tsm_bytes, write_tsm
+from tests.models.nasbert._fixtures import first_layout, first_tsm
 from zoo.models.nasbert import NasBertConfig, NasBertTokenizer
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "nasbert"
-ENCODER = FIXTURES / "tsm_encoder_tiny" / "encoder.tsm"
-STREAM = FIXTURES / "tsm_fullmodel_textclassification_tiny" / "tsmodel.bin"
+ENCODER = first_tsm(with_head=False)
+STREAM = first_tsm(with_head=True)
 
 
 def test_writer_round_trips_every_dtype(tmp_path):
@@ -129,7 +130,7 @@ def test_tokenizer_written_only_for_matching_vocabulary(tmp_path):
 
 
 def test_registry_entries_match_released_counts():
-    layouts = json.loads((FIXTURES / "layout" / "released_layouts.json").read_text())["checkpoints"]
+    layouts = json.loads(first_layout().read_text())["checkpoints"]
     names = zoo.list_models("nasbert*", pretrained=True)
     assert {"nasbert5_mlnet", "nasbert_14m_mlnet_ner"} <= set(names)
     for name in names:
@@ -232,3 +233,25 @@ def test_full_vocabulary_encoder_converts_with_tokenizer_and_fine_tunes(tmp_path
     assert torch.equal(head.nasbert.embeddings.embed_tokens.weight, zoo_state["embeddings.embed_tokens.weight"])
     logits = head(**tokenizer(["Hello world!"], return_tensors="pt")).logits
     assert logits.shape == (1, 4)
+
+
+def test_mlnet_truncation_keeps_the_first_ids_of_the_framed_pair():
+    """ML.NET (NasBertTrainer.PrepareRowTensor) frames [0] + A + [2] + B in full and keeps the first 512 ids;
+    nothing is appended after the cut. Longest-first truncation would keep part of both texts instead."""
+    vocab = FIXTURES / "vocab"
+    files = (vocab / "encoder.json", vocab / "vocab.bpe", vocab / "dict.txt")
+    tok = NasBertTokenizer.from_files(*files, framing="mlnet")
+    first, second = "alpha " * 300, "omega " * 300
+    full = tok(first, second)["input_ids"]
+    assert len(full) > 512
+    assert tok(first, second, truncation=True)["input_ids"] == full[:512]
+    assert tok(first, second, truncation=True, max_length=40)["input_ids"] == full[:40]
+    short = tok("a b", second, truncation=True, max_length=30)["input_ids"]
+    assert short == tok("a b", second)["input_ids"][:30] and short[3] == 2
+    batch = tok([first, "a"], [second, "b"], truncation=True, max_length=20, padding=True, return_tensors="pt")
+    assert batch["input_ids"].tolist() == [full[:20], tok("a", "b")["input_ids"] + [1] * 16]
+    assert batch["attention_mask"][1].tolist() == [1] * 4 + [0] * 16
+    with pytest.raises(ValueError, match="only_second"):
+        tok(first, second, truncation="only_second", max_length=20)
+    with pytest.raises(ValueError, match="no overflowing"):
+        tok(first, second, truncation=True, max_length=20, return_overflowing_tokens=True)

@@ -14,8 +14,20 @@ from conversion.convert_priorgrad import ConversionError, convert, key_table, ma
 from conversion.safe_checkpoint import read_checkpoint
 from zoo.models.priorgrad import PriorGradConfig, PriorGradVocoder
 
-CASE = Path(__file__).resolve().parents[2] / "fixtures" / "priorgrad" / "tiny_condition_prior_global"
-CHECKPOINT = CASE / "weights-7.pt"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "priorgrad"
+
+
+def _global_conditioning_case() -> tuple[Path, dict]:
+    """The converter is exercised on the richest layout: a case trained with condition_prior_global."""
+    for meta_path in sorted(FIXTURES.glob("*/meta.json")):
+        meta = json.loads(meta_path.read_text())
+        if meta["params"]["condition_prior_global"]:
+            return meta_path.parent, meta
+    raise AssertionError(f"no case under {FIXTURES} was trained with condition_prior_global")
+
+
+CASE, META = _global_conditioning_case()
+CHECKPOINT = CASE / META["checkpoint"]["file"]
 
 
 def test_round_trip_writes_a_complete_folder(tmp_path):
@@ -24,9 +36,9 @@ def test_round_trip_writes_a_complete_folder(tmp_path):
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "conversion.json", "README.md"} <= names
     assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))
     record = json.loads((out / "conversion.json").read_text())
-    assert record["step"] == 7 and record["format"] == "priorgrad-learner"
-    assert record["stats"]["energy_min"] == pytest.approx(0.02828427590429783)
-    assert "Converted from the original PriorGrad-vocoder checkpoint `weights-7.pt`" in (out / "README.md").read_text()
+    assert record["step"] == META["checkpoint"]["step"] and record["format"] == "priorgrad-learner"
+    assert record["stats"]["energy_min"] == pytest.approx(META["stats"]["energy_min_train"])
+    assert f"Converted from the original PriorGrad-vocoder checkpoint `{CHECKPOINT.name}`" in (out / "README.md").read_text()
     vocoder = AutoModelForTextToWaveform.from_pretrained(out)
     assert isinstance(vocoder, PriorGradVocoder) and vocoder.config.condition_prior_global
     original = read_checkpoint(CHECKPOINT)["model"]
@@ -34,7 +46,8 @@ def test_round_trip_writes_a_complete_folder(tmp_path):
     for source, target in key_table(vocoder.config).items():
         torch.testing.assert_close(state[target], original[source], atol=0, rtol=0)
     fe = AutoFeatureExtractor.from_pretrained(out)
-    assert fe.energy_max == pytest.approx(4.703229904174805) and fe.max_energy_override == 4.0
+    assert fe.energy_max == pytest.approx(META["stats"]["energy_max_train"])
+    assert fe.max_energy_override == META["params"]["max_energy_override"]
 
 
 def test_cli_and_overwrite(tmp_path, capsys):
@@ -48,7 +61,7 @@ def test_cli_and_overwrite(tmp_path, capsys):
 def test_key_table_covers_the_released_layout():
     import json as _json
 
-    released = _json.loads((CASE.parent / "released_config.json").read_text())["state_dict"]
+    released = _json.loads((FIXTURES / "released_config.json").read_text())["state_dict"]
     assert set(key_table(PriorGradConfig())) == set(released)
 
 
@@ -58,8 +71,8 @@ def _damaged(tmp_path: Path, edit) -> Path:
     folder = tmp_path / "damaged"
     folder.mkdir()
     shutil.copytree(CASE / "stats_priorgrad", folder / "stats_priorgrad")
-    torch.save(checkpoint, folder / "weights-7.pt")
-    return folder / "weights-7.pt"
+    torch.save(checkpoint, folder / CHECKPOINT.name)
+    return folder / CHECKPOINT.name
 
 
 def test_missing_and_extra_keys_are_named(tmp_path):
@@ -85,7 +98,7 @@ def test_truncated_file_and_missing_stats(tmp_path):
     truncated.write_bytes(CHECKPOINT.read_bytes()[:5000])
     with pytest.raises(ConversionError, match="weights-1.pt"):
         convert(truncated, tmp_path / "out")
-    lonely = tmp_path / "alone" / "weights-7.pt"
+    lonely = tmp_path / "alone" / CHECKPOINT.name
     lonely.parent.mkdir()
     shutil.copy(CHECKPOINT, lonely)
     with pytest.raises(ConversionError, match="--stats"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import wave
 from pathlib import Path
 
@@ -13,7 +14,31 @@ from transformers import AutoFeatureExtractor
 import zoo  # noqa: F401
 from zoo.models.priorgrad import PriorGradFeatureExtractor, load_energy_stats
 
-CASE = Path(__file__).resolve().parents[2] / "fixtures" / "priorgrad" / "tiny_prior"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "priorgrad"
+
+
+def _clips(folder: Path) -> list[Path]:
+    """A case's non-training clips, longest first."""
+    return sorted((p for p in (folder / "wav").glob("*.wav") if not p.name.startswith("train_")),
+                  key=lambda p: -p.stat().st_size)
+
+
+def _case_with_params(**params) -> tuple[Path, dict]:
+    """A case whose params are `params` (the released data settings these front-end tests use) and which has two
+    clips to batch."""
+    for meta_path in sorted(FIXTURES.glob("*/meta.json")):
+        meta = json.loads(meta_path.read_text())
+        if all(meta["params"][k] == v for k, v in params.items()) and len(_clips(meta_path.parent)) >= 2:
+            return meta_path.parent, meta
+    raise AssertionError(f"no case under {FIXTURES} has params {params} and two test clips")
+
+
+_DEFAULT = PriorGradFeatureExtractor()
+CASE, _META = _case_with_params(
+    sample_rate=_DEFAULT.sampling_rate, n_fft=_DEFAULT.n_fft, hop_samples=_DEFAULT.hop_length,
+    n_mels=_DEFAULT.n_mels, fmin=_DEFAULT.fmin, fmax=_DEFAULT.fmax, std_min=_DEFAULT.std_min,
+    max_energy_override=_DEFAULT.max_energy_override)
+CLIPS = _clips(CASE)
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = 22050, channels: int = 1) -> Path:
@@ -35,19 +60,21 @@ def test_save_and_reload_through_auto_class(fe, tmp_path):
     reloaded = AutoFeatureExtractor.from_pretrained(tmp_path)
     assert isinstance(reloaded, PriorGradFeatureExtractor)
     assert reloaded.to_dict() == fe.to_dict()
-    audio = fe.load_audio(CASE / "wav" / "test.wav")
+    audio = fe.load_audio(CLIPS[0])
     torch.testing.assert_close(reloaded(audio, sampling_rate=22050)["target_std"], fe(audio, sampling_rate=22050)["target_std"])
 
 
 def test_batch_of_different_lengths(fe):
-    a = fe.load_audio(CASE / "wav" / "test.wav")
-    b = fe.load_audio(CASE / "wav" / "test_short.wav")
-    batch = fe([a, b], sampling_rate=22050)
-    assert batch["frame_lengths"].tolist() == [24, 6]
-    assert batch["spectrogram"].shape == (2, 80, 24) and batch["target_std"].shape == (2, 24 * 256)
-    single = fe(b, sampling_rate=22050)
-    torch.testing.assert_close(batch["spectrogram"][1, :, :6], single["spectrogram"][0], atol=0, rtol=0)
-    assert batch["spectrogram"][1, :, 6:].abs().sum() == 0
+    a, b = fe.load_audio(CLIPS[0]), fe.load_audio(CLIPS[1])
+    long_frames, short_frames = len(a) // fe.hop_length, len(b) // fe.hop_length
+    assert long_frames > short_frames
+    batch = fe([a, b], sampling_rate=fe.sampling_rate)
+    assert batch["frame_lengths"].tolist() == [long_frames, short_frames]
+    assert batch["spectrogram"].shape == (2, fe.n_mels, long_frames)
+    assert batch["target_std"].shape == (2, long_frames * fe.hop_length)
+    single = fe(b, sampling_rate=fe.sampling_rate)
+    torch.testing.assert_close(batch["spectrogram"][1, :, :short_frames], single["spectrogram"][0], atol=0, rtol=0)
+    assert batch["spectrogram"][1, :, short_frames:].abs().sum() == 0
 
 
 def test_wrong_sample_rate_is_refused(fe, tmp_path):

@@ -17,17 +17,38 @@ import torch
 from safetensors.torch import load_file
 
 from conversion.convert_priorgrad import convert
+from tests.fixture_cases import BrokenCase, Family, Unhandled
 from zoo.models.priorgrad import PriorGradFeatureExtractor, PriorGradVocoder, load_energy_stats
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "priorgrad"
-CASES = sorted(p for p in FIXTURES.iterdir() if (p / "meta.json").is_file())
+# the expected-output files (meta.json `shapes` keys) the tests know how to check
+OUTPUT_FILES = {"preprocess", "forward", "train_loss", "sample_fast", "sample_slow"}
 
 
-def case_params(*files: str):
-    """One pytest param per case folder that holds all `files`."""
-    return [
-        pytest.param(case, id=case.name) for case in CASES if all((case / name).is_file() for name in files)
-    ]
+def classify(folder: Path, case_meta: dict) -> str:
+    unknown = sorted(set(case_meta["shapes"]) - OUTPUT_FILES)
+    if unknown:
+        raise Unhandled(f"meta.json shapes declare output file(s) {unknown} that no PriorGrad test checks")
+    missing = [field for field in ("params", "checkpoint", "tolerances") if field not in case_meta]
+    if missing:
+        raise Unhandled(f"meta.json lacks {missing}, which every PriorGrad test reads")
+    return "vocoder"
+
+
+FAMILY = Family("priorgrad", classify)
+
+
+def case_params(output: str):
+    """One pytest param per case whose meta.json `shapes` declares `output`.safetensors (discovery failures stay
+    in as failing params; a declared file that is missing fails the test)."""
+    params = []
+    for param in FAMILY.cases("vocoder"):
+        value = param.values[0]
+        if isinstance(value, BrokenCase):
+            params.append(param)
+        elif output in value.meta["shapes"]:
+            params.append(pytest.param(value.folder, id=param.id))
+    return params or FAMILY.cases("vocoder")
 
 
 def meta(case: Path) -> dict:
@@ -58,18 +79,15 @@ def load_vocoder(folder: Path) -> PriorGradVocoder:
     return PriorGradVocoder.from_pretrained(folder).eval()
 
 
-def test_fixture_cases_present():
-    assert {c.name for c in CASES} >= {"tiny_prior", "tiny_condition_prior", "tiny_condition_prior_global"}
-
-
-@pytest.mark.parametrize("case", case_params("preprocess.safetensors"))
+@pytest.mark.parametrize("case", case_params("preprocess"))
 def test_preprocessing_matches_original(case, converted):
     expected = load_file(case / "preprocess.safetensors")
     fe = PriorGradFeatureExtractor.from_pretrained(converted(case))
     assert fe.max_energy_override == meta(case)["params"]["max_energy_override"]
-    for clip in ("test", "test_short"):
-        if f"{clip}.audio" not in expected:
-            continue
+    clips = sorted(p.stem for p in (case / "wav").glob("*.wav") if f"{p.stem}.audio" in expected)
+    if not clips:
+        pytest.fail(f"{case}: preprocess.safetensors holds no '<clip>.audio' tensor")
+    for clip in clips:
         audio = fe.normalize(fe.load_audio(case / "wav" / f"{clip}.wav"))
         torch.testing.assert_close(torch.from_numpy(audio), expected[f"{clip}.audio"], **tolerance(case, "preprocess_audio"))
         log_mel = fe.log_mel(audio)
@@ -77,9 +95,11 @@ def test_preprocessing_matches_original(case, converted):
         batch = fe(fe.load_audio(case / "wav" / f"{clip}.wav"), sampling_rate=fe.sampling_rate)
         torch.testing.assert_close(batch["target_std"][0], expected[f"{clip}.target_std"], **tolerance(case, "target_std"))
         torch.testing.assert_close(batch["spectrogram"][0], expected[f"{clip}.log_mel"], **tolerance(case, "log_mel"))
-    torch.testing.assert_close(fe.frame_energy(expected["test.log_mel"]), expected["test.energy"], atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(fe.prior_std(expected["test.log_mel"]), expected["test.target_std_frames"],
-                               **tolerance(case, "target_std"))
+    for clip in (c for c in clips if f"{c}.energy" in expected):
+        torch.testing.assert_close(fe.frame_energy(expected[f"{clip}.log_mel"]), expected[f"{clip}.energy"], atol=1e-6,
+                                   rtol=1e-6)
+        torch.testing.assert_close(fe.prior_std(expected[f"{clip}.log_mel"]), expected[f"{clip}.target_std_frames"],
+                                   **tolerance(case, "target_std"))
     # The training batch: crops at the recorded offsets of the normalised training files.
     offsets = meta(case)["train_crop_offsets_samples"]
     crop = meta(case)["params"]["crop_mel_frames"] * fe.hop_length
@@ -92,10 +112,14 @@ def test_preprocessing_matches_original(case, converted):
         torch.testing.assert_close(std, expected["train_batch.target_std"][index], **tolerance(case, "target_std"))
 
 
-@pytest.mark.parametrize("case", case_params("preprocess.safetensors"))
+@pytest.mark.parametrize("case", case_params("preprocess"))
 def test_mel_basis_and_statistics(case, tmp_path):
     expected = load_file(case / "preprocess.safetensors")
-    fe = PriorGradFeatureExtractor()
+    params = meta(case)["params"]
+    fe = PriorGradFeatureExtractor(sampling_rate=params["sample_rate"], n_fft=params["n_fft"],
+                                   hop_length=params["hop_samples"], n_mels=params["n_mels"], fmin=params["fmin"],
+                                   fmax=params["fmax"], use_prior=params["use_prior"], std_min=params["std_min"],
+                                   max_energy_override=params["max_energy_override"])
     if "mel_basis" in expected:
         torch.testing.assert_close(fe.mel_basis, expected["mel_basis"], atol=1e-7, rtol=0)
     wavs = sorted((case / "wav").glob("train_*.wav"))
@@ -106,7 +130,7 @@ def test_mel_basis_and_statistics(case, tmp_path):
     assert np.load(tmp_path / "stats_priorgrad" / "energy_min_train.npy").dtype == np.float32
 
 
-@pytest.mark.parametrize("case", case_params("forward.safetensors"))
+@pytest.mark.parametrize("case", case_params("forward"))
 def test_forward_matches_original(case, converted):
     data = load_file(case / "forward.safetensors")
     model = load_vocoder(converted(case)).priorgrad
@@ -114,11 +138,12 @@ def test_forward_matches_original(case, converted):
         step = data[f"{kind}.diffusion_step"]
         assert step.is_floating_point() == (kind == "float")
         with torch.no_grad():
-            out = model(data[f"{kind}.audio"], data[f"{kind}.spectrogram"], step, data.get(f"{kind}.global_cond"))
+            global_cond = data[f"{kind}.global_cond"] if meta(case)["params"]["condition_prior_global"] else None
+            out = model(data[f"{kind}.audio"], data[f"{kind}.spectrogram"], step, global_cond)
         torch.testing.assert_close(out.predicted_noise, data[f"{kind}.output"], **tolerance(case, "forward"))
 
 
-@pytest.mark.parametrize("case", case_params("train_loss.safetensors"))
+@pytest.mark.parametrize("case", case_params("train_loss"))
 def test_training_loss_and_gradient_norm(case, converted):
     data = load_file(case / "train_loss.safetensors")
     vocoder = load_vocoder(converted(case)).train()
@@ -128,7 +153,7 @@ def test_training_loss_and_gradient_norm(case, converted):
     )
     spectrogram, global_cond = vocoder.network_conditioning(data["inputs.spectrogram"], out.target_std)
     torch.testing.assert_close(spectrogram, data["expected.model_spectrogram"], atol=0, rtol=0)
-    if "expected.model_global_cond" in data:
+    if meta(case)["params"]["condition_prior_global"]:
         torch.testing.assert_close(global_cond, data["expected.model_global_cond"], atol=0, rtol=0)
     torch.testing.assert_close(out.noisy_audio, data["expected.noisy_audio"], **tolerance(case, "forward"))
     torch.testing.assert_close(out.predicted_noise, data["expected.predicted"], **tolerance(case, "forward"))
@@ -142,20 +167,31 @@ def test_training_loss_and_gradient_norm(case, converted):
     torch.testing.assert_close(recomputed.loss.reshape(1), data["expected.loss"], **tolerance(case, "loss"))
 
 
-@pytest.mark.parametrize("case", case_params("sample_fast.safetensors"))
-def test_sampling_matches_original(case, converted):
-    vocoder = load_vocoder(converted(case))
-    for name, full in (("sample_fast", False), ("sample_slow", True)):
-        if not (case / f"{name}.safetensors").is_file():
+def sampling_params():
+    """(case folder, output name) for every sampling file a case declares; discovery failures stay in."""
+    params = []
+    for param in FAMILY.cases("vocoder"):
+        value = param.values[0]
+        if isinstance(value, BrokenCase):
+            params.append(pytest.param(value, None, id=param.id))
             continue
-        data = load_file(case / f"{name}.safetensors")
-        kwargs = {"full_schedule": True} if full else {"num_inference_steps": meta(case)["fast_iter"]}
-        out = vocoder.generate(data["inputs.log_mel"], noise=data["inputs.noise"], output_states=True, **kwargs)
-        torch.testing.assert_close(out.reverse_steps, data["expected.reverse_step_T"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(out.waveform, data["expected.audio"], **tolerance(case, "sampling"))
-        if "expected.states" in data:
-            torch.testing.assert_close(out.states, data["expected.states"], **tolerance(case, "sampling"))
-        # The given target_std is what the model computes from the mel itself.
-        given = vocoder.generate(data["inputs.log_mel"], target_std=data["inputs.target_std"][0],
-                                 noise=data["inputs.noise"], **kwargs)
-        torch.testing.assert_close(given.waveform, data["expected.audio"], **tolerance(case, "sampling"))
+        params += [pytest.param(value.folder, name, id=f"{param.id}-{name}")
+                   for name in ("sample_fast", "sample_slow") if name in value.meta["shapes"]]
+    return params
+
+
+@pytest.mark.parametrize("case, name", sampling_params())
+def test_sampling_matches_original(case, name, converted):
+    vocoder = load_vocoder(converted(case))
+    full = name == "sample_slow"
+    data = load_file(case / f"{name}.safetensors")
+    kwargs = {"full_schedule": True} if full else {"num_inference_steps": meta(case)["fast_iter"]}
+    out = vocoder.generate(data["inputs.log_mel"], noise=data["inputs.noise"], output_states=True, **kwargs)
+    torch.testing.assert_close(out.reverse_steps, data["expected.reverse_step_T"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.waveform, data["expected.audio"], **tolerance(case, "sampling"))
+    if "expected.states" in meta(case)["shapes"][name]:
+        torch.testing.assert_close(out.states, data["expected.states"], **tolerance(case, "sampling"))
+    # The given target_std is what the model computes from the mel itself.
+    given = vocoder.generate(data["inputs.log_mel"], target_std=data["inputs.target_std"][0],
+                             noise=data["inputs.noise"], **kwargs)
+    torch.testing.assert_close(given.waveform, data["expected.audio"], **tolerance(case, "sampling"))

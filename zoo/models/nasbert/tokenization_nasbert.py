@@ -4,6 +4,8 @@ Model ids are the RoBERTa vocabulary: `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3, d
 `<mask>` last. Framing: `framing="fairseq"` (default) gives `<s> A </s>` / `<s> A </s> </s> B </s>`;
 `framing="mlnet"` gives ML.NET's `<s> A` / `<s> A </s> B` (no closing `</s>`), and
 `mlnet_bug_compat=True` additionally reproduces ML.NET's pass-through of GPT-2 ids 0-4.
+With `framing="mlnet"`, truncation is ML.NET's: the whole framed sequence is built, then its first
+`max_length` ids are kept (nothing is appended after the cut), instead of transformers' longest-first.
 
     tok = NasBertTokenizer.from_files("encoder.json", "vocab.bpe", "dict.txt")
     tok("Hello world!")["input_ids"]              # [0, 31414, 232, 328, 2]
@@ -18,8 +20,9 @@ import shutil
 
 from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
-from transformers.tokenization_utils_base import BatchEncoding
+from transformers.tokenization_utils_base import BatchEncoding, TruncationStrategy
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
+from transformers.utils import PaddingStrategy
 
 __all__ = ["NasBertTokenizer", "load_dictionary"]
 
@@ -140,17 +143,22 @@ class NasBertTokenizer(TokenizersBackend):
         for name, value in (("text", text), ("text_pair", text_pair)):
             for where, piece in _strings(value, name):
                 self._check_text(where, piece)
+        truncation = kwargs.get("truncation_strategy", TruncationStrategy.DO_NOT_TRUNCATE)
+        if self.framing == "mlnet" and truncation != TruncationStrategy.DO_NOT_TRUNCATE:
+            encode = self._encode_mlnet_cut
+        else:
+            encode = super()._encode_plus
         batched = isinstance(text, (list, tuple)) and (not kwargs.get("is_split_into_words") or
                                                        (bool(text) and isinstance(text[0], (list, tuple))))
         if not batched and text_pair is not None and len(text_pair) == 0:
             # transformers drops an empty second text of a single pair (`if text_pair`), and with it the
             # separator the original framing writes (`<s> A </s> </s> </s>`): encode it as a batch of one
-            encoding = super()._encode_plus([text], text_pair=[text_pair], **kwargs)
+            encoding = encode([text], text_pair=[text_pair], **kwargs)
             if kwargs.get("return_tensors") is None and not kwargs.get("return_overflowing_tokens"):
                 encoding = BatchEncoding({key: value[0] if value and isinstance(value[0], list) else value
                                           for key, value in encoding.items()}, encoding.encodings)
         else:
-            encoding = super()._encode_plus(text, text_pair=text_pair, **kwargs)
+            encoding = encode(text, text_pair=text_pair, **kwargs)
         if self._passthrough:
             encoding["input_ids"] = self._apply_passthrough(encoding["input_ids"])
         return encoding
@@ -167,6 +175,33 @@ class NasBertTokenizer(TokenizersBackend):
                 f"mlnet_bug_compat=True only reproduces ML.NET on ASCII text; {where} {text[:40]!r} has non-ASCII "
                 "characters, which ML.NET mangles (Latin-1 bytes, characters above U+00FF dropped)"
             )
+
+    def _encode_mlnet_cut(self, *args, **kwargs) -> BatchEncoding:
+        """ML.NET's truncation (NasBertTrainer.PrepareRowTensor / PrepAndRunModel in dotnet/machinelearning):
+        frame `[0] + A (+ [2] + B)` in full, then keep its first `max_length` ids; the separator and B go
+        first, and no `</s>` is appended after the cut."""
+        strategy = kwargs["truncation_strategy"]
+        if strategy != TruncationStrategy.LONGEST_FIRST:
+            raise ValueError(f"framing='mlnet' truncates as ML.NET does (keep the first max_length ids of the "
+                             f"framed sequence); truncation={strategy.value!r} is not supported, use truncation=True")
+        if kwargs.get("return_overflowing_tokens") or kwargs.get("stride"):
+            raise ValueError("framing='mlnet' truncation drops the tail as ML.NET does; it returns no overflowing "
+                             "tokens and takes no stride")
+        max_length = kwargs.get("max_length")
+        if max_length is None:
+            max_length = self.model_max_length
+        padding = {"padding": kwargs.get("padding_strategy", PaddingStrategy.DO_NOT_PAD), "max_length": max_length,
+                   "pad_to_multiple_of": kwargs.get("pad_to_multiple_of"), "padding_side": kwargs.get("padding_side"),
+                   "return_attention_mask": kwargs.get("return_attention_mask"),
+                   "return_tensors": kwargs.get("return_tensors")}
+        full = super()._encode_plus(*args, **{
+            **kwargs, "truncation_strategy": TruncationStrategy.DO_NOT_TRUNCATE,
+            "padding_strategy": PaddingStrategy.DO_NOT_PAD, "return_tensors": None, "verbose": False,
+        })
+        batched = bool(full["input_ids"]) and isinstance(full["input_ids"][0], list)
+        cut = {key: ([row[:max_length] for row in value] if batched else value[:max_length])
+               for key, value in full.items()}
+        return self.pad(BatchEncoding(cut), **padding)
 
     def _apply_passthrough(self, ids):
         if hasattr(ids, "apply_"):
