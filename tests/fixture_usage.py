@@ -149,6 +149,7 @@ class FixtureUsage:
         self.worker_deselected = False
         self.unread: list[Path] | None = None
         self.why_not_checked: str | None = None
+        self.scope = f"{self.fixtures.name}/"
         RECORDER.roots.setdefault(self.root_key, set())
         RECORDER.install()
 
@@ -218,6 +219,7 @@ class FixtureUsage:
             return
         read = RECORDER.roots.get(self.root_key, set()) | self.worker_reads
         roots = [self.fixtures / f.strip() for f in forced] or [self.fixtures]
+        self.scope = ", ".join(f"{self.fixtures.name}/{f.strip()}/" for f in forced) or f"{self.fixtures.name}/"
         self.unread = [p for root in roots for p in data_files(root) if str(p) not in read]
         if self.unread:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -228,7 +230,7 @@ class FixtureUsage:
             for path in self.unread:
                 terminalreporter.line(f"UNREAD {path.relative_to(self.fixtures.parent.parent)}")
             terminalreporter.line(
-                f"{len(self.unread)} data file(s) under {self.fixtures.name}/ were read by no test: a test "
+                f"{len(self.unread)} data file(s) under {self.scope} were read by no test: a test "
                 "must read each (or the file must go). README*/LICENSE* are exempt.", red=True)
-        elif self.unread is not None and self.config.option.verbose >= 0:
-            terminalreporter.line(f"fixture usage: every data file under {self.fixtures.name}/ was read")
+        elif self.unread is not None:
+            terminalreporter.line(f"fixture usage: every data file under {self.scope} was read")

@@ -56,6 +56,13 @@ def cases(*kinds: str) -> list:
     return FAMILY.cases(*kinds)
 
 
+def first(kind: str):
+    """One case of a kind, for tests that need a real checkpoint as input rather than a parity check."""
+    found = [c for c in FAMILY.all() if c.kind == kind]
+    assert found, f"no dmp case of kind {kind!r}"
+    return found[0]
+
+
 def dictionary(meta: dict) -> dict[str, int]:
     """token -> id as fairseq's Dictionary.load builds it from the shared dict.txt: the specials, the file's
     tokens from `first_file_token_id` on, then [MASK]; the file's hash and length are checked against meta."""

@@ -13,11 +13,11 @@ from transformers import AutoConfig
 
 from conversion.convert_dmp import ConversionError, convert, main
 from conversion.safe_checkpoint import CheckpointReadError, read_checkpoint
-from tests.models.dmp._fixtures import FAMILY
+from tests.models.dmp._fixtures import first
 
 # one checkpoint of each kind, as inputs for the converter's own checks (parity: test_parity_dmp.py)
-PRETRAIN_CASE = next(c for c in FAMILY.all() if c.kind == "pretrain")
-FINETUNE_CASE = next(c for c in FAMILY.all() if c.kind == "finetune")
+PRETRAIN_CASE = first("pretrain")
+FINETUNE_CASE = first("finetune")
 PRETRAIN = PRETRAIN_CASE.folder / PRETRAIN_CASE.meta["checkpoint"]["file"]
 FINETUNE = FINETUNE_CASE.folder / FINETUNE_CASE.meta["checkpoint"]["file"]
 

@@ -16,7 +16,7 @@ from conversion.safe_checkpoint import CheckpointReadError
 from zoo.models.musicbert import OctupleError, OctupleMidiTokenizer
 from zoo.models.musicbert.octuple import read_midi
 
-from .fixture_cases import first, head_names
+from .fixture_cases import FAMILY, first, head_names
 
 # real files of the reference cases, used here as inputs for error handling (parity is checked elsewhere)
 ENCODING = first("encoding")
@@ -24,8 +24,19 @@ FILES = ENCODING.meta["files"]
 MIDI = ENCODING.folder / "midi"
 GOOD = sorted(name for name, f in FILES.items() if f["error"] is None)
 FAILING = sorted(name for name, f in FILES.items() if f["error"] is not None)
-MODEL_CASE = first("model")
-PRETRAINED = MODEL_CASE.file(next(name for name, info in MODEL_CASE.meta["checkpoints"].items() if not head_names(info)))
+
+
+def _checkpoint(with_head: bool):
+    """A checkpoint file of some model case, with or without a classification head."""
+    for case in FAMILY.all():
+        for name, info in (case.meta["checkpoints"].items() if case.kind == "model" else ()):
+            if bool(head_names(info)) == with_head:
+                return case.folder / name
+    raise AssertionError(f"no musicbert model case has a checkpoint {'with' if with_head else 'without'} a head")
+
+
+PRETRAINED = _checkpoint(with_head=False)
+FINETUNED = _checkpoint(with_head=True)
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +195,7 @@ def test_checkpoint_with_unknown_finetuning_task(tmp_path):
     """A head trained under a task the converter does not know has an unknown loss: refused, naming the task."""
     from conversion import convert_musicbert as module
 
-    name = next(n for n, info in MODEL_CASE.meta["checkpoints"].items() if head_names(info))
-    original = module.read_checkpoint(MODEL_CASE.file(name))
+    original = module.read_checkpoint(FINETUNED)
     original["cfg"]["task"]["_name"] = "sentence_prediction_ranking"
     checkpoint = tmp_path / "unknown_task.pt"
     torch.save(original, checkpoint)
