@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+# Organisations whose repos the URL layout cannot reach (`/api/...` is the API, not a repo page).
+RESERVED_ORGS = frozenset({"api"})
 REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -252,6 +255,18 @@ class HubStore:
             raise InvalidRequest(f"invalid repo id {repo_id!r}: expected ORG/NAME (letters, digits, '.', '_', '-')")
         return self.repos / repo_id
 
+    @staticmethod
+    def check_new_repo_id(repo_id: str) -> None:
+        """Refuse ids that could be stored but never reached through the URLs (raises InvalidRequest)."""
+        org, _, name = repo_id.partition("/")
+        if name.lower().endswith(".git"):
+            raise InvalidRequest(f"invalid repo id {repo_id!r}: a name ending in '.git' cannot be reached "
+                                 "(ORG/NAME.git/... is the git/LFS address of ORG/NAME)")
+        if "--" in repo_id or name.endswith(".") or org.endswith("."):
+            raise InvalidRequest(f"invalid repo id {repo_id!r}: '--' and a trailing '.' are not allowed")
+        if org.lower() in RESERVED_ORGS:
+            raise InvalidRequest(f"invalid repo id {repo_id!r}: '{org}' is reserved (its pages are the API)")
+
     def repo_exists(self, repo_id: str) -> bool:
         try:
             return (self._repo_dir(repo_id) / "repo.json").is_file()
@@ -277,11 +292,15 @@ class HubStore:
         with self.repo_lock(repo_id):
             if (repo_dir / "repo.json").is_file():
                 raise ConflictError(f"You already created this model repo: {repo_id}")
-            settings = {"id": repo_id, "private": bool(private), "created_at": _now(), "author": author}
+            self.check_new_repo_id(repo_id)
+            # `uid` names this incarnation of the repo: commits of a deleted repo of the same name carry
+            # another uid (or none), so they stay unreachable after the name is reused.
+            settings = {"id": repo_id, "private": bool(private), "created_at": _now(), "author": author,
+                        "uid": secrets.token_hex(16)}
             content = GITATTRIBUTES.encode()
             files = {".gitattributes": self._file_record(content, lfs=False)}
             self.put_blob_bytes(content)
-            commit_id = self._write_commit(repo_id, [], files, "initial commit", "", author)
+            commit_id = self._write_commit(repo_id, [], files, "initial commit", "", author, settings["uid"])
             self._atomic_write(self._ref_path(repo_id, "heads", "main"), commit_id.encode())
             self._atomic_write(repo_dir / "repo.json", json.dumps(settings, indent=2).encode())
         return settings
@@ -307,6 +326,17 @@ class HubStore:
             raise InvalidRequest(f"invalid {'branch' if kind == 'heads' else 'tag'} name {name!r}")
         return self._repo_dir(repo_id) / "refs" / kind / quote(name, safe="")
 
+    @staticmethod
+    def check_new_ref_name(kind: str, name: str) -> None:
+        """Refuse branch/tag names that would shadow a commit id or cannot be addressed (InvalidRequest)."""
+        what = "branch" if kind == "heads" else "tag"
+        if not isinstance(name, str):
+            raise InvalidRequest(f"invalid {what} name {name!r}: must be a string")
+        if re.fullmatch(r"[0-9a-fA-F]{40}", name or ""):
+            raise InvalidRequest(f"invalid {what} name {name!r}: a 40-hex-digit name would shadow a commit id")
+        if not REF_NAME_RE.match(name or "") or ".." in name or name.endswith((".lock", "/", ".")) or "//" in name:
+            raise InvalidRequest(f"invalid {what} name {name!r}: use letters, digits, '.', '_', '-', '/'")
+
     def refs(self, repo_id: str, kind: str) -> dict[str, str]:
         """Branches (`kind="heads"`) or tags (`kind="tags"`) as name -> commit id."""
         self.repo_settings(repo_id)
@@ -317,20 +347,27 @@ class HubStore:
 
     def resolve(self, repo_id: str, revision: str | None) -> str:
         """Branch, tag or full commit id -> commit id (RevisionNotFound if none matches)."""
-        self.repo_settings(repo_id)
+        settings = self.repo_settings(repo_id)
         revision = revision or "main"
+        if COMMIT_RE.match(revision):  # a full commit id always means that commit, never a ref
+            manifest = self._commit_path(revision)
+            if manifest.is_file() and self._belongs(json.loads(manifest.read_text()), repo_id, settings):
+                return revision
+            raise RevisionNotFound(f"Invalid rev id: {revision}")
         for kind in ("heads", "tags"):
             with contextlib.suppress(InvalidRequest):
                 path = self._ref_path(repo_id, kind, revision)
                 if path.is_file():
                     return path.read_text().strip()
-        if COMMIT_RE.match(revision):
-            manifest = self._commit_path(revision)
-            if manifest.is_file() and json.loads(manifest.read_text()).get("repo") == repo_id:
-                return revision
         raise RevisionNotFound(f"Invalid rev id: {revision}")
 
+    @staticmethod
+    def _belongs(commit: dict[str, Any], repo_id: str, settings: dict[str, Any]) -> bool:
+        """Whether a commit manifest was made in this incarnation of the repo (see create_repo's uid)."""
+        return commit.get("repo") == repo_id and commit.get("repo_uid") == settings.get("uid")
+
     def create_branch(self, repo_id: str, branch: str, starting_point: str | None = None) -> str:
+        self.check_new_ref_name("heads", branch)
         with self.repo_lock(repo_id):
             path = self._ref_path(repo_id, "heads", branch)
             if path.is_file():
@@ -340,6 +377,7 @@ class HubStore:
         return commit_id
 
     def create_tag(self, repo_id: str, tag: str, revision: str | None = None, message: str = "") -> str:
+        self.check_new_ref_name("tags", tag)
         with self.repo_lock(repo_id):
             path = self._ref_path(repo_id, "tags", tag)
             if path.is_file():
@@ -379,9 +417,9 @@ class HubStore:
         return {"sha256": sha256, "size": size, "oid": git_blob_oid(content or b""), "lfs": False}
 
     def _write_commit(self, repo_id: str, parents: list[str], files: dict[str, Any], title: str,
-                      description: str, author: str) -> str:
+                      description: str, author: str, repo_uid: str | None = None) -> str:
         body = {
-            "repo": repo_id, "parents": parents, "title": title, "description": description,
+            "repo": repo_id, "repo_uid": repo_uid, "parents": parents, "title": title, "description": description,
             "author": author, "date": _now(), "files": dict(sorted(files.items())),
         }
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -409,7 +447,7 @@ class HubStore:
             raise InvalidRequest("a commit needs a summary (commit message)")
         with self.repo_lock(repo_id):
             head_path = self._ref_path(repo_id, "heads", branch)
-            self.repo_settings(repo_id)
+            settings = self.repo_settings(repo_id)
             if not head_path.is_file():
                 raise RevisionNotFound(f"Invalid rev id: {branch} (commits go to an existing branch)")
             head = head_path.read_text().strip()
@@ -446,7 +484,7 @@ class HubStore:
                         raise InvalidRequest(f"{path}: LFS object {change.sha256} has {actual} bytes, not {change.size}")
                     files[path] = self._file_record(None, lfs=True, sha256=change.sha256, size=actual)
             self._check_no_file_folder_clash(files)
-            commit_id = self._write_commit(repo_id, [head], files, title, description, author)
+            commit_id = self._write_commit(repo_id, [head], files, title, description, author, settings.get("uid"))
             self._atomic_write(head_path, commit_id.encode())
         return commit_id
 
