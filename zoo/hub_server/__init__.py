@@ -22,11 +22,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .app import create_app
 from .auth import TokenFile, new_token
 from .storage import HubStore
 
 __all__ = ["HubStore", "LocalHub", "TokenFile", "create_app", "free_port", "new_token"]
+
+
+def __getattr__(name: str):
+    # create_app needs starlette (the `hub` extra); load it only when asked, so that HubStore, LocalHub
+    # and cardmeta (used by zoo.hub.validate_folder) work without it.
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Runs the server package on its own (as `zoo_hub_server`), without importing `zoo` and hence torch.
