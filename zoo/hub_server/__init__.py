@@ -73,8 +73,12 @@ class LocalHub:
 
     @classmethod
     def start(cls, root: str | os.PathLike, *, port: int | None = None, host: str = "127.0.0.1",
-              token: str | None = None, timeout: float = 60.0) -> LocalHub:
-        """Start a server on `root`; a write token is added to root/tokens.txt (created if missing)."""
+              token: str | None = None, timeout: float = 60.0, extra_args: list[str] | tuple[str, ...] = ()
+              ) -> LocalHub:
+        """Start a server on `root`; a write token is added to root/tokens.txt (created if missing).
+
+        `extra_args` go to `zoo hub serve` (e.g. ["--header-timeout", "2"]).
+        """
         root = Path(root).resolve()
         root.mkdir(parents=True, exist_ok=True)
         tokens = root / "tokens.txt"
@@ -86,7 +90,7 @@ class LocalHub:
         log_path = root / "server.log"
         log = open(log_path, "ab")  # noqa: SIM115 - the child process owns it while it runs
         cmd = [sys.executable, "-c", _BOOTSTRAP, str(Path(__file__).resolve().parent),
-               "serve", "--root", str(root), "--host", host, "--port", str(port)]
+               "serve", "--root", str(root), "--host", host, "--port", str(port), *extra_args]
         env = dict(os.environ)
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()

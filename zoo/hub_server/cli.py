@@ -39,7 +39,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"zoo hub: another server is already serving {root}; one server per root", file=sys.stderr)
         return 1
     created = TokenFile(token_file).ensure()
-    app = create_app(root, token_file)
+    from .app import Limits
+
+    app = create_app(root, token_file, Limits(body_idle_s=args.body_timeout, body_total_s=max(args.body_timeout, 120.0),
+                                              commit_body=args.max_commit_mb * 1024 * 1024))
     url = f"http://{args.host}:{args.port}"
     print(f"zoo hub: serving {root} on {url}", flush=True)
     print(f"zoo hub: tokens in {token_file}" + (f" (new write token: {created})" if created else ""), flush=True)
@@ -117,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds an idle keep-alive connection stays open (default: %(default)s)")
     p.add_argument("--max-connections", type=int, default=128,
                    help="open connections at most; beyond, requests get 503 (default: %(default)s)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a request body may stall before the request is dropped (default: %(default)s)")
+    p.add_argument("--max-commit-mb", type=int, default=64,
+                   help="largest commit payload (inline files, base64) in MiB (default: %(default)s)")
     p.add_argument("--log-level", default="warning")
     p.add_argument("--access-log", action="store_true")
     return parser
