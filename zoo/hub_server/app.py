@@ -227,7 +227,7 @@ class HubApp:
         return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
 
     # ------------------------------------------------------------------ request bodies
-    async def read_body(self, request: Request, limit: int, *, total_s: float | None = None) -> bytes:
+    async def read_body(self, request: Request, limit: int, *, total_s: float | None = None) -> bytearray:
         """The whole body, refused (413) past `limit` bytes and (408) when it stalls or takes too long."""
         declared = request.headers.get("content-length")
         if declared is not None:
@@ -235,14 +235,13 @@ class HubApp:
                 raise InvalidRequest(f"Content-Length {declared[:40]!r} is not a number")
             if int(declared) > limit:
                 raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
-        chunks, size = [], 0
+        body = bytearray()
         deadline = time.monotonic() + (total_s if total_s is not None else self.limits.body_total_s)
         async for chunk in self.stream_body(request, deadline=deadline):
-            size += len(chunk)
-            if size > limit:
+            if len(body) + len(chunk) > limit:
                 raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            body += chunk
+        return body  # a bytearray: one buffer, no joined copy
 
     async def stream_body(self, request: Request, *, deadline: float | None = None):
         """Body chunks as they arrive; 408 when none comes for body_idle_s (or past `deadline`)."""
@@ -451,6 +450,10 @@ def create_app(root: str | os.PathLike, token_file: str | os.PathLike | None = N
     # ------------------------------------------------------------------ general
     async def health(request: Request, ident: Identity) -> Response:
         return JSONResponse({"ok": True, "service": "zoo-hub", "repos": len(store.list_repos())})
+
+    async def agent_harnesses(request: Request, ident: Identity) -> Response:
+        # huggingface_hub 2.x fetches this registry (best-effort telemetry); this hub knows no harnesses
+        return JSONResponse({"standardEnvVars": [], "harnesses": {}})
 
     async def whoami(request: Request, ident: Identity) -> Response:
         if not ident.authenticated:
@@ -833,6 +836,7 @@ def create_app(root: str | os.PathLike, token_file: str | os.PathLike | None = N
     routes = [
         Route("/api/health", api(health)),
         Route("/api/whoami-v2", api(whoami)),
+        Route("/api/agent-harnesses", api(agent_harnesses)),
         Route("/api/repos/create", api(create_repo), methods=["POST"]),
         Route("/api/repos/delete", api(delete_repo), methods=["DELETE"]),
         Route("/api/models", api(list_models)),
