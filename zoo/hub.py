@@ -310,19 +310,19 @@ class FolderCheck:
 
 
 def _is_pickle(head: bytes, complete: bool) -> bool:
-    """Whether bytes parse as a pickle opcode stream (any protocol, 0 included): up to a STOP opcode, or
-    for 64+ opcodes until the inspected prefix ends. Parsing runs nothing (pickletools.genops)."""
+    """Whether bytes are a pickle (any protocol, 0 included): a stack-consistent opcode stream up to a STOP
+    (pickletools.dis checks the stack effects, so text like "a. b" is not taken for one), or, when only a
+    prefix was read, 64+ consistent opcodes until the prefix ends. Parsing runs nothing."""
     if not head:
         return False
-    ops = 0
+    out = io.StringIO()
     try:
-        for opcode, _, _ in pickletools.genops(io.BytesIO(head)):
-            ops += 1
-            if opcode.name == "STOP":
-                return True
-    except Exception:  # noqa: BLE001 - unknown opcode, bad argument or truncated prefix
-        return not complete and ops >= 64
-    return False
+        pickletools.dis(head, out=out)
+        return True
+    except Exception as err:  # noqa: BLE001 - unknown opcode, stack misuse, bad argument or truncation
+        message = str(err)
+        truncated = any(words in message for words in ("exhausted before seeing STOP", "remain", "no newline found"))
+        return not complete and truncated and out.getvalue().count("\n") >= 64
 
 
 def _decompress_prefix(head: bytes, fileobj: Any) -> tuple[str, bytes] | None:
@@ -366,10 +366,36 @@ def _content_problem(head: bytes, fileobj: Any, complete: bool, depth: int = 0) 
     return None
 
 
+def _tar_problem(path: Path, rel: str) -> str | None:
+    """Pickles (by name or content) inside a tar archive, plain or gzip/bz2/xz-compressed."""
+    import tarfile
+
+    try:
+        if not tarfile.is_tarfile(path):
+            return None
+        with tarfile.open(path, "r:*") as archive:
+            for count, member in enumerate(archive, 1):
+                if count > MAX_ZIP_MEMBERS:
+                    return f"{rel}: tar archive with more than {MAX_ZIP_MEMBERS} members"
+                if member.name.lower().endswith((".pkl", ".pickle", *PICKLE_SUFFIXES)):
+                    return f"{rel}: tar archive holding {member.name}, a pickle-based format"
+                stream = archive.extractfile(member) if member.isfile() else None
+                if stream is None:
+                    continue
+                inner = stream.read(SNIFF_BYTES)
+                problem = _content_problem(inner, stream, len(inner) < SNIFF_BYTES, depth=1)
+                if problem:
+                    return f"{rel}: tar archive member {member.name} is {problem}"
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as err:
+        return f"{rel}: looks like a tar archive but cannot be inspected ({type(err).__name__}: {err})"
+    return None
+
+
 def _pickle_problem(path: Path, rel: str) -> str | None:
     """Pickle-based formats by name or by content: plain pickles of any protocol (0 and 1 have no magic
-    number), gzip/bz2/xz-compressed pickles, numpy arrays, and zip archives (whatever their name) holding
-    pickles, compressed pickles or numpy arrays."""
+    number), gzip/bz2/xz-compressed pickles, numpy arrays, and zip or tar archives (whatever their name)
+    holding pickles, compressed pickles or numpy arrays. Each file, stream or member is inspected over
+    its first SNIFF_BYTES (1 MB)."""
     if rel.lower().endswith(PICKLE_SUFFIXES):
         return f"{rel}: pickle-based format ({path.suffix}) is not allowed; save weights as safetensors"
     with open(path, "rb") as handle:
@@ -377,8 +403,10 @@ def _pickle_problem(path: Path, rel: str) -> str | None:
         problem = _content_problem(head, handle, len(head) < SNIFF_BYTES)
     if problem:
         return f"{rel}: file content is {problem}; save weights as safetensors"
-    if rel.lower().endswith(".safetensors") or not zipfile.is_zipfile(path):
+    if rel.lower().endswith(".safetensors"):
         return None
+    if not zipfile.is_zipfile(path):
+        return _tar_problem(path, rel)
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()

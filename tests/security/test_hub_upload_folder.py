@@ -117,6 +117,18 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+def _tar(members: dict[str, bytes], mode: str = "w") -> bytes:
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def _torch_save() -> bytes:
     buffer = io.BytesIO()
     torch.save({"w": torch.zeros(2)}, buffer)
@@ -142,6 +154,9 @@ DISGUISED = {
     "archive.dat": _zip({"payload": pickle.dumps(PAYLOAD, protocol=0)}),  # pickle member without .pkl name
     "nested.dat": _zip({"inner.bin.gz": gzip.compress(pickle.dumps(PAYLOAD))}),
     "hidden-zip.dat": _zip({"readme.txt": b"hello", "x/data": gzip.compress(pickle.dumps(PAYLOAD, protocol=1))}),
+    "bundle.dat": _tar({"readme.txt": b"hi", "payload": pickle.dumps(PAYLOAD, protocol=0)}),
+    "bundle-gz.dat": _tar({"x/weights": pickle.dumps(PAYLOAD, protocol=4)}, mode="w:gz"),
+    "bundle-named.dat": _tar({"model.pt": b"anything"}, mode="w:xz"),
     "array.dat": _npy(np.arange(3)),
     "objects.dat": _npy(np.array([{"a": 1}], dtype=object)),
 }
@@ -158,7 +173,7 @@ def test_ordinary_files_are_not_mistaken_for_pickles(toy):
     ordinary = {
         "notes.txt": b"hello world.\n", "data.csv": b"a,b\n1,2\n", "N.txt": b"N", "vocab.txt": b"(a\nb\nc\n",
         "script.py": b"import os\nimport sys\nprint(1)\n", "plain.zip": _zip({"a.txt": b"text"}),
-        "text.gz": gzip.compress(b"just text\n"), "empty.dat": b"", "image.png": b"\x89PNG\r\n\x1a\n" + bytes(64),
+        "list.txt": b"a. first\nb. second\n", "text.gz": gzip.compress(b"just text\n"), "empty.dat": b"", "docs.tar": _tar({"a.md": b"# docs\n"}), "image.png": b"\x89PNG\r\n\x1a\n" + bytes(64),
     }
     for name, data in ordinary.items():
         (toy / name).write_bytes(data)
