@@ -228,6 +228,11 @@ def test_broken_cards_and_configs_never_take_listings_down(hub, api, repo):
     for name in [*BAD_CARDS, *BAD_CONFIGS]:
         for url in (f"{hub.url}/api/models/bad/{name}", f"{hub.url}/bad/{name}"):
             assert httpx.get(url, timeout=30).status_code == 200, url
+    api.create_repo("bad/huge-card")
+    huge = b"---\nlicense: mit\n---\n" + b"> quote *emph* [link](x)\n" * 100_000  # 2.5 MB of Markdown
+    assert _raw_commit(hub, "bad/huge-card", {"README.md": huge}).status_code == 200
+    page = httpx.get(f"{hub.url}/bad/huge-card", timeout=60)
+    assert page.status_code == 200 and "the rest is not shown here" in page.text
     index = httpx.get(f"{hub.url}/", timeout=30)
     assert index.status_code == 200 and "bad/alias-bomb" in index.text
     assert time.monotonic() - started < 60
