@@ -155,6 +155,14 @@ def test_missing_repo_revision_and_file_raise_the_hub_errors(hub, api, repo, tmp
         assert (response.status_code, response.headers.get("x-error-code")) == (404, "RepoNotFound"), url
     response = httpx.head(f"{hub.url}/{repo}/resolve/main/missing.txt")
     assert (response.status_code, response.headers.get("x-error-code")) == (404, "EntryNotFound")
+    from transformers import AutoConfig
+
+    for repo_id in ("fortunes", "nobody/nothing"):  # transformers no longer blames the network
+        with pytest.raises(OSError, match="is not a valid model identifier") as err:
+            AutoConfig.from_pretrained(repo_id)
+        assert "connect" not in str(err.value)
+    with pytest.raises(OSError, match="not a valid git identifier"):
+        AutoConfig.from_pretrained(repo, revision="no-such-branch")
 
 
 # ----------------------------------------------------------------------------------- item 4
