@@ -22,6 +22,7 @@ import os
 import pickletools
 import re
 import stat
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -685,22 +686,43 @@ def hub_session(endpoint: str | None = None, token: str | None = None) -> Iterat
         env["HF_HUB_DISABLE_XET"] = "1"
     if token is not None:
         env["HF_TOKEN"] = token
-    saved = {name: getattr(constants, name) for name in patches if hasattr(constants, name)}
-    saved_env = {name: os.environ.get(name) for name in env}
+    entry = (patches, env)
+    with _SESSIONS_LOCK:
+        if not _SESSIONS:  # the first active session saves what was there before any of them
+            _SESSION_SAVED["constants"] = {n: getattr(constants, n) for n in _SESSION_CONSTANTS if hasattr(constants, n)}
+            _SESSION_SAVED["env"] = {n: os.environ.get(n) for n in _SESSION_ENV}
+        _SESSIONS.append(entry)
+        _apply_session(constants, entry)
     try:
-        for name, value in patches.items():
-            setattr(constants, name, value)
-        os.environ.update(env)
         yield endpoint
     finally:
-        for name in patches:
-            if name in saved:
-                setattr(constants, name, saved[name])
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        # Sessions may overlap (threads, nesting): leaving one restores the saved state and re-applies the
+        # sessions still active, so one thread leaving never switches another back to offline mode.
+        with _SESSIONS_LOCK:
+            _SESSIONS.remove(entry)
+            for name, value in _SESSION_SAVED["constants"].items():
+                setattr(constants, name, value)
+            for name, value in _SESSION_SAVED["env"].items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            for active in _SESSIONS:
+                _apply_session(constants, active)
+
+
+_SESSIONS_LOCK = threading.Lock()
+_SESSIONS: list[tuple[dict[str, Any], dict[str, str]]] = []  # active hub_session patches, oldest first
+_SESSION_SAVED: dict[str, dict[str, Any]] = {}
+_SESSION_CONSTANTS = ("ENDPOINT", "HUGGINGFACE_CO_URL_TEMPLATE", "HF_URL_HOSTS", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_XET")
+_SESSION_ENV = ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_XET", "HF_TOKEN")
+
+
+def _apply_session(constants: Any, entry: tuple[dict[str, Any], dict[str, str]]) -> None:
+    patches, env = entry
+    for name, value in patches.items():
+        setattr(constants, name, value)
+    os.environ.update(env)
 
 
 class UploadConflictError(RuntimeError):

@@ -149,6 +149,11 @@ def test_missing_repo_revision_and_file_raise_the_hub_errors(hub, api, repo, tmp
     api.create_repo("org/hidden", private=True)
     with pytest.raises(RepositoryNotFoundError):
         anonymous.model_info("org/hidden")
+    pinned = api.create_commit("org/hidden", commit_message="x", operations=[CommitOperationAdd("x.txt", b"x")]).oid
+    cached = httpx.get(f"{hub.url}/org/hidden/resolve/{pinned}/x.txt", headers=_auth(hub))
+    assert cached.headers["cache-control"].startswith("private")  # no shared cache keeps a private file
+    assert httpx.get(f"{hub.url}/{repo}/resolve/{api.model_info(repo).sha}/notes.txt").headers[
+        "cache-control"].startswith("public")
     for url in (f"{hub.url}/fortunes/resolve/main/config.json", f"{hub.url}/nobody/nothing/resolve/main/x",
                 f"{hub.url}/api/models/fortunes/revision/main", f"{hub.url}/api/models/a/b/c/d/e"):
         response = httpx.get(url)

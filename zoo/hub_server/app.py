@@ -771,7 +771,7 @@ def create_app(root: str | os.PathLike, token_file: str | os.PathLike | None = N
     # ------------------------------------------------------------------ downloads
     async def resolve(request: Request, ident: Identity) -> Response:
         repo_id = repo_of(request)
-        hub.check_read(ident, repo_id)
+        settings = hub.check_read(ident, repo_id)
         segments = hub.raw_segments(request)  # ORG NAME resolve REV PATH...
         revision, path = segments[3], "/".join(segments[4:])
         commit_id = store.resolve(repo_id, revision)
@@ -781,7 +781,8 @@ def create_app(root: str | os.PathLike, token_file: str | os.PathLike | None = N
                           {"X-Repo-Commit": commit_id})
         etag = record["sha256"] if record["lfs"] else record["oid"]
         headers = {"X-Repo-Commit": commit_id, "ETag": f'"{etag}"', "Accept-Ranges": "bytes",
-                   "Cache-Control": "private, max-age=0" if not COMMIT_RE.match(revision) else "public, max-age=31536000"}
+                   "Cache-Control": "private, max-age=0" if not COMMIT_RE.match(revision) else
+                   f"{'private' if settings.get('private') else 'public'}, max-age=31536000, immutable"}
         if record["lfs"]:
             headers.update({"X-Linked-Etag": f'"{record["sha256"]}"', "X-Linked-Size": str(record["size"])})
         media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
