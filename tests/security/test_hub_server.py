@@ -477,3 +477,25 @@ def test_unreachable_repo_names_are_refused(hub, api):
         assert (response.status_code, response.headers["x-error-code"]) == (400, "BadRequest"), name
         assert "invalid repo id" in response.json()["error"]
     assert _snapshot(hub) == before
+
+
+def test_expanded_listings_are_paged_and_bounded(hub, api):
+    api.create_repo("org/wide")
+    first = api.create_commit("org/wide", commit_message="many files", operations=[
+        CommitOperationAdd(f"d{i % 3}/f{i:03d}.txt", f"{i}\n".encode()) for i in range(120)]).oid
+    second = api.create_commit("org/wide", commit_message="touch one",
+                               operations=[CommitOperationAdd("d1/f001.txt", b"changed\n")]).oid
+    page = httpx.get(f"{hub.url}/api/models/org/wide/tree/main?recursive=true&expand=true")
+    assert page.status_code == 200 and len(page.json()) == 50 and 'rel="next"' in page.headers["link"]
+    entries = list(api.list_repo_tree("org/wide", recursive=True, expand=True))  # follows the Link pages
+    assert len(entries) == 1 + 3 + 120
+    last = {e.path: e.last_commit.oid for e in entries}
+    assert last["d1/f001.txt"] == second and last["d1"] == second
+    assert last["d0/f000.txt"] == first and last["d0"] == first and last["d2"] == first
+    plain = httpx.get(f"{hub.url}/api/models/org/wide/tree/main?recursive=true")
+    assert len(plain.json()) == 124 and "link" not in plain.headers
+    too_many = httpx.post(f"{hub.url}/api/models/org/wide/paths-info/main",
+                          json={"paths": [f"p{i}" for i in range(1001)], "expand": True})
+    assert too_many.status_code == 400 and "at most 1000 paths" in too_many.text
+    bad_cursor = httpx.get(f"{hub.url}/api/models/org/wide/tree/main?expand=true&cursor=x")
+    assert bad_cursor.status_code == 400

@@ -71,6 +71,8 @@ __all__ = ["Limits", "create_app"]
 
 LFS_MEDIA_TYPE = "application/vnd.git-lfs+json"
 UPLOAD_URL_LIFETIME_S = 24 * 3600
+EXPAND_PAGE = 50  # tree entries per page with expand=True (the Hub's page size too)
+EXPAND_PATHS = 1000  # paths-info paths per call with expand=True
 
 
 class Unauthorized(HubError):
@@ -368,7 +370,9 @@ class HubApp:
             entry["lastCommit"] = {"id": last_commit["id"], "title": last_commit["title"], "date": last_commit["date"]}
         return entry
 
-    def list_tree(self, repo_id: str, commit_id: str, path: str, recursive: bool, expand: bool) -> list[dict]:
+    def list_tree(self, repo_id: str, commit_id: str, path: str, recursive: bool, expand: bool,
+                  offset: int = 0, limit: int | None = None) -> tuple[list[dict], int]:
+        """(entries[offset:offset + limit], number of entries in all); lastCommit only for the returned ones."""
         files = self.store.read_commit(commit_id)["files"]
         path = path.strip("/")
         prefix = f"{path}/" if path else ""
@@ -386,8 +390,10 @@ class HubApp:
                     entries.setdefault(folder, (None, []))[1].append((name, record))
             if recursive or len(rest) == 1:
                 entries[name] = (record, [])
-        last = self.store.last_commits(commit_id, list(entries)) if expand else {}
-        return [self.tree_entry(name, rec, kids, last.get(name)) for name, (rec, kids) in sorted(entries.items())]
+        names = sorted(entries)
+        page = names[offset:offset + limit if limit is not None else None]
+        last = self.store.last_commits(commit_id, page) if expand else {}
+        return [self.tree_entry(name, *entries[name], last.get(name)) for name in page], len(names)
 
     def list_models(self, ident: Identity, search: str = "", author: str | None = None) -> list[dict[str, Any]]:
         """Rows of every repo `ident` may see; a repo whose data cannot be read is left out (and logged),
@@ -555,7 +561,14 @@ def create_app(root: str | os.PathLike, token_file: str | os.PathLike | None = N
         commit_id = store.resolve(repo_id, revision)
         params = request.query_params
         recursive, expand = _bool_param(params.get("recursive")), _bool_param(params.get("expand"))
-        return JSONResponse(hub.list_tree(repo_id, commit_id, path, recursive, expand))
+        # expand (last commit of each entry) walks the history: pages of 50 entries, as the Hub does
+        offset = _int_param(params, "cursor", minimum=0) or 0
+        limit = EXPAND_PAGE if expand else None
+        entries, total = hub.list_tree(repo_id, commit_id, path, recursive, expand, offset, limit)
+        headers = {}
+        if limit is not None and offset + limit < total:
+            headers["Link"] = f'<{request.url.include_query_params(cursor=offset + limit)}>; rel="next"'
+        return JSONResponse(entries, headers=headers)
 
     async def paths_info(request: Request, ident: Identity) -> Response:
         repo_id = repo_of(request)
@@ -570,6 +583,8 @@ def create_app(root: str | os.PathLike, token_file: str | os.PathLike | None = N
             paths, expand = form.get("paths", []), _bool_param(form.get("expand", ["False"])[0])
         if len(paths) > hub.limits.operations or not all(isinstance(p, str) for p in paths):
             raise InvalidRequest(f"'paths' must be a list of at most {hub.limits.operations} strings")
+        if expand and len(paths) > EXPAND_PATHS:
+            raise InvalidRequest(f"expand=True walks the history for each path: at most {EXPAND_PATHS} paths per call")
         files = store.read_commit(commit_id)["files"]
         last = store.last_commits(commit_id, paths) if expand else {}
         out = []

@@ -31,6 +31,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ RESERVED_ORGS = frozenset({"api"})
 REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+COMMIT_CACHE_RECORDS = 200_000  # parsed commit manifests kept in memory, counted in file records
 
 # Files stored with LFS (not inlined in the commit payload): big files, binary files, weight formats.
 LFS_THRESHOLD = 10 * 1024 * 1024
@@ -162,6 +165,9 @@ class HubStore:
             folder.mkdir(parents=True, exist_ok=True)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._commit_cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._cached_records = 0
+        self._cache_lock = threading.Lock()
 
     # ----------------------------------------------------------------- low level
     def cleanup_tmp(self) -> int:
@@ -400,10 +406,25 @@ class HubStore:
         return self.commits / f"{commit_id}.json"
 
     def read_commit(self, commit_id: str) -> dict[str, Any]:
-        path = self._commit_path(commit_id)
-        if not COMMIT_RE.match(commit_id) or not path.is_file():
+        """A commit manifest (treat it as read-only: manifests are immutable and cached)."""
+        if not COMMIT_RE.match(commit_id):
             raise RevisionNotFound(f"Invalid rev id: {commit_id}")
-        return json.loads(path.read_text())
+        with self._cache_lock:
+            cached = self._commit_cache.get(commit_id)
+            if cached is not None:
+                self._commit_cache.move_to_end(commit_id)
+                return cached
+        path = self._commit_path(commit_id)
+        if not path.is_file():
+            raise RevisionNotFound(f"Invalid rev id: {commit_id}")
+        commit = json.loads(path.read_text())
+        with self._cache_lock:  # bounded by the number of file records held, not of commits
+            self._commit_cache[commit_id] = commit
+            self._cached_records += len(commit["files"])
+            while self._cached_records > COMMIT_CACHE_RECORDS and len(self._commit_cache) > 1:
+                _, dropped = self._commit_cache.popitem(last=False)
+                self._cached_records -= len(dropped["files"])
+        return commit
 
     def _file_record(self, content: bytes | None, *, lfs: bool, sha256: str | None = None,
                      size: int | None = None) -> dict[str, Any]:
@@ -507,23 +528,45 @@ class HubStore:
         return out
 
     def last_commits(self, commit_id: str, paths: list[str]) -> dict[str, dict[str, Any]]:
-        """For each path, the newest commit (first-parent history) that last changed it."""
+        """For each path, the newest commit (first-parent history) that last changed it.
+
+        One pass over the history: a file's state is its record's oid, a folder's the sorted (name, oid)
+        pairs below it, computed for the asked folders only; paths stop being followed once settled.
+        """
         history = self.history(commit_id)
-        result: dict[str, dict[str, Any]] = {}
-        for path in paths:
-            prefix = path.rstrip("/") + "/"
+        head_files = history[0]["files"]
+        folders = {p.strip("/") for p in paths if p.strip("/") not in head_files}
 
-            def state(commit: dict[str, Any], path: str = path, prefix: str = prefix) -> Any:
-                files = commit["files"]
-                if path in files:
-                    return files[path]["oid"]
-                return sorted((k, v["oid"]) for k, v in files.items() if k.startswith(prefix)) or None
+        def states(files: dict[str, Any], wanted: Any) -> dict[str, Any]:
+            below: dict[str, list[tuple[str, str]]] = {}
+            open_folders = {p.strip("/") for p in wanted} & folders
+            if open_folders:
+                for name, record in files.items():
+                    parts = name.split("/")
+                    for depth in range(1, len(parts)):
+                        folder = "/".join(parts[:depth])
+                        if folder in open_folders:
+                            below.setdefault(folder, []).append((name, record["oid"]))
+            out = {}
+            for path in wanted:
+                key = path.strip("/")
+                if key in folders:
+                    out[path] = sorted(below.get(key, [])) or None
+                else:
+                    record = files.get(key)
+                    out[path] = record["oid"] if record else None
+            return out
 
-            chosen = history[0]
-            current = state(history[0])
-            for older in history[1:]:
-                if state(older) != current:
-                    break
-                chosen = older
-            result[path] = chosen
+        result = {path: history[0] for path in paths}
+        current = states(head_files, paths)
+        open_paths = set(paths)
+        for older in history[1:]:
+            if not open_paths:
+                break
+            previous = states(older["files"], open_paths)
+            for path in list(open_paths):
+                if previous[path] != current[path]:
+                    open_paths.discard(path)
+                else:
+                    result[path] = older
         return result
