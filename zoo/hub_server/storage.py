@@ -5,14 +5,16 @@ Layout under the root folder:
     tokens.txt                          one `TOKEN USER [read|write]` per line (see `zoo.hub_server.auth`)
     objects/blobs/ab/abcdef...          file contents, named by their sha256
     objects/commits/<id>.json           commit manifests: parents, message, date, {path: file record}
-    repos/<org>/<name>/repo.json        repo settings (private, created_at)
+    repos/<org>/<name>/repo.json        repo settings (private, created_at, uid: this incarnation of the name)
     repos/<org>/<name>/refs/heads/<b>   branch -> commit id (one line)
     repos/<org>/<name>/refs/tags/<t>    tag -> commit id
     tmp/                                uploads in progress (removed at start-up)
 
 Every write goes to a temporary file in the same file system, is fsynced, then renamed into place, so a
 crash leaves either the old state or the new one. A commit becomes visible only when its branch ref is
-replaced, after every blob and the manifest are on disk.
+replaced, after every blob and the manifest are on disk. A commit records the repo and its uid, and is
+reachable only from that repo while the uid matches (a deleted repo's commits stay unreachable when the
+name is reused); a full 40-hex revision always means a commit, and refs may not look like one.
 
     store = HubStore("hub-data")
     store.create_repo("org/name", private=False)
