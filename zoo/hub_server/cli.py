@@ -130,5 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "serve":
+        for name in ("header_timeout", "keep_alive_timeout", "max_connections", "body_timeout", "max_commit_mb"):
+            if getattr(args, name) <= 0:
+                parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     return {"serve": _serve}[args.command](args)
