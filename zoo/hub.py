@@ -799,8 +799,8 @@ def upload_folder(
         operations = []
         for row in files:
             operation = CommitOperationAdd(path_in_repo=row["name"], path_or_fileobj=str(folder / row["name"]))
-            if validate and operation.upload_info.sha256.hex() != row["sha256"]:
-                raise FolderValidationError(folder, [f"{row['name']}: changed after validation; nothing was sent"])
+            if operation.upload_info.sha256.hex() != row["sha256"]:
+                raise FolderValidationError(folder, [f"{row['name']}: changed after validation; nothing was committed"])
             operations.append(operation)
         message = commit_message or f"Upload {folder.name} with zoo hub_upload"
         try:

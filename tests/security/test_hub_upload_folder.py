@@ -349,3 +349,20 @@ def test_overlapping_hub_sessions_do_not_undo_each_other(monkeypatch):
         seen.append((constants.HF_HUB_OFFLINE, constants.ENDPOINT, os.environ.get("HF_HUB_OFFLINE")))
     assert seen == [(False, "http://127.0.0.1:9", "0")]
     assert constants.HF_HUB_OFFLINE is True  # everything restored once no session is active
+
+
+def test_file_changed_after_validation_is_not_sent(hub, toy, monkeypatch):
+    import zoo.hub
+
+    real = zoo.hub.validate_folder
+
+    def validate_then_swap(folder, **kwargs):
+        check = real(folder, **kwargs)
+        (Path(folder) / "config.json").write_text('{"swapped": true}')  # e.g. a link retargeted meanwhile
+        return check
+
+    monkeypatch.setattr(zoo.hub, "validate_folder", validate_then_swap)
+    with pytest.raises(FolderValidationError, match="config.json: changed after validation"):
+        upload_folder(toy, "org/swapped", endpoint=hub.url, token=hub.token)
+    with hub_session(hub.url, hub.token):
+        assert len(_tree(hub, "org/swapped")) == 1  # the repo holds only its initial .gitattributes
