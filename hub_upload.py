@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hub_upload.py: error: --repo-id must be ORG/NAME, got {args.repo_id!r}", file=sys.stderr)
         return 2
     import zoo  # noqa: F401  (registers every family with the Auto classes)
-    from zoo.hub import FolderValidationError, upload_folder
+    from zoo.hub import FolderValidationError, UploadConflictError, upload_folder
 
     for module in args.imports:
         importlib.import_module(module)
@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except FolderValidationError as err:
         print(f"hub_upload.py: {err}", file=sys.stderr)
         return 1
+    except UploadConflictError as err:  # exit status 3: another writer won; safe to retry
+        print(f"hub_upload.py: {err}", file=sys.stderr)
+        return 3
     except Exception as err:  # noqa: BLE001 - the Hub's error message is what the user needs
         print(f"hub_upload.py: upload failed, nothing was committed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1

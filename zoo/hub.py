@@ -13,10 +13,18 @@ calls publish to the real Hub or to a local `zoo hub serve`.
 from __future__ import annotations
 
 import ast
+import bz2
 import contextlib
+import io
 import json
+import lzma
 import os
+import pickletools
+import re
+import stat
+import threading
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +38,8 @@ from .fileio import atomic_write_text, sha256_file
 from .registry import model_info
 
 __all__ = [
-    "CARDS_DIR", "FolderCheck", "FolderValidationError", "UploadResult", "card_template", "download_folder",
+    "CARDS_DIR", "FolderCheck", "FolderValidationError", "UploadConflictError", "UploadResult", "card_template",
+    "download_folder",
     "folder_files", "hub_session", "pipeline_tag_for", "render_card", "upload_folder", "validate_folder",
     "write_card",
 ]
@@ -48,20 +57,89 @@ def card_template(family: str, template_dir: str | os.PathLike | None = None) ->
     return path
 
 
+def _walk_folder(folder: Path, problems: list[str]) -> list[str]:
+    """Relative names of the regular files to publish (dot-names at the top and README.md left out).
+
+    Symbolic links are never followed out of the folder: a link (to a file or a folder, at any depth) whose
+    target is outside `folder` is a problem, as is a link to a folder inside it (copy the files instead)
+    and anything that is not a regular file (FIFOs, devices, sockets, dangling links).
+    """
+    root = folder.resolve()
+    names = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for name in sorted(dirnames):
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                rel = path.relative_to(folder).as_posix()
+                target = path.resolve()
+                where = "outside the folder" if not target.is_relative_to(root) else "inside the folder"
+                problems.append(f"{rel}: symbolic link to a folder {where} ({target}); links to folders are "
+                                "not published, copy the files instead")
+        dirnames[:] = sorted(d for d in dirnames if not (Path(dirpath) / d).is_symlink())
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(folder).as_posix()
+            if rel == "README.md" or rel.startswith("."):
+                continue
+            if path.is_symlink():
+                try:
+                    target = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    problems.append(f"{rel}: dangling or looping symbolic link")
+                    continue
+                if not target.is_relative_to(root):
+                    problems.append(f"{rel}: symbolic link to {target}, outside the folder; refusing to publish it")
+                    continue
+            try:
+                mode = path.stat().st_mode
+            except OSError as err:
+                problems.append(f"{rel}: cannot be read ({err})")
+                continue
+            if not stat.S_ISREG(mode):
+                problems.append(f"{rel}: not a regular file (FIFO, device or socket)")
+                continue
+            names.append(rel)
+    return sorted(names)
+
+
 def folder_files(folder: str | os.PathLike) -> list[dict[str, Any]]:
-    """Name, size and sha256 of every file in a folder (README.md excluded: it is being written)."""
+    """Name, size and sha256 of every file in a folder (README.md excluded: it is being written).
+
+    Raises FolderValidationError for links that leave the folder and for non-regular files.
+    """
     folder = Path(folder)
-    rows = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        if rel == "README.md" or rel.startswith("."):
-            continue
-        rows.append({"name": rel, "size": path.stat().st_size, "sha256": sha256_file(path)})
-    return rows
+    problems: list[str] = []
+    names = _walk_folder(folder, problems)
+    if problems:
+        raise FolderValidationError(folder, problems)
+    return [{"name": rel, "size": (folder / rel).stat().st_size, "sha256": sha256_file(folder / rel)}
+            for rel in names]
+
+
+MAX_JSON_BYTES = 50 * 1024 * 1024  # a config/index/metrics file larger than this is not a config
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """A JSON object file ({} when missing); FolderValidationError naming the file when it is not one."""
+    if not path.is_file():
+        return {}
+    problem = None
+    try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            problem = f"{path.name}: larger than {MAX_JSON_BYTES // 2**20} MB, not a config file"
+        else:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+            if not isinstance(data, dict):
+                problem = f"{path.name}: must be a JSON object, found a JSON {type(data).__name__}"
+    except UnicodeDecodeError:
+        problem = f"{path.name}: not UTF-8 text"
+    except RecursionError:
+        problem = f"{path.name}: JSON nested too deeply"
+    except ValueError as err:
+        problem = f"{path.name}: not valid JSON ({err})"
+    if problem:
+        raise FolderValidationError(path.parent, [problem])
+    return data
 
 
 def _family_of(config: dict[str, Any]) -> str:
@@ -205,6 +283,11 @@ def pipeline_tag_for(config: dict[str, Any], task: str | None = None) -> str | N
 
 # --------------------------------------------------------------------------------------------- validation
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill", ".npy", ".npz")
+JSON_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json",
+              "feature_extractor_config.json", "model.safetensors.index.json", METRICS_FILE, CONVERSION_FILE)
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+SNIFF_BYTES = 1024 * 1024  # how much of a file (or of a decompressed stream / zip member) is inspected
+MAX_ZIP_MEMBERS = 10_000
 REQUIRED_CARD_METADATA = ("library_name", "license", "tags", "pipeline_tag")
 
 
@@ -234,28 +317,133 @@ class FolderCheck:
         return not self.problems
 
 
+def _is_pickle(head: bytes, complete: bool) -> bool:
+    """Whether bytes are a pickle (any protocol, 0 included): a stack-consistent opcode stream up to a STOP
+    (pickletools.dis checks the stack effects, so text like "a. b" is not taken for one), or, when only a
+    prefix was read, 64+ consistent opcodes until the prefix ends. Parsing runs nothing."""
+    if not head:
+        return False
+    out = io.StringIO()
+    try:
+        pickletools.dis(head, out=out)
+        return True
+    except Exception as err:  # noqa: BLE001 - unknown opcode, stack misuse, bad argument or truncation
+        message = str(err)
+        truncated = any(words in message for words in ("exhausted before seeing STOP", "remain", "no newline found"))
+        return not complete and truncated and out.getvalue().count("\n") >= 64
+
+
+def _decompress_prefix(head: bytes, fileobj: Any) -> tuple[str, bytes] | None:
+    """(format, first SNIFF_BYTES of the decompressed stream) for gzip / bz2 / xz data, else None."""
+    if head.startswith(b"\x1f\x8b"):
+        kind, decompressor = "gzip", zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif head.startswith(b"BZh"):
+        kind, decompressor = "bz2", bz2.BZ2Decompressor()
+    elif head.startswith(b"\xfd7zXZ\x00"):
+        kind, decompressor = "xz", lzma.LZMADecompressor()
+    else:
+        return None
+    out = bytearray()
+    data = head
+    try:
+        while data and len(out) < SNIFF_BYTES:
+            if kind == "gzip":
+                out += decompressor.decompress(data, SNIFF_BYTES - len(out))
+            else:
+                out += decompressor.decompress(data, max_length=SNIFF_BYTES - len(out))
+            data = fileobj.read(64 * 1024)
+    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError):
+        pass
+    return kind, bytes(out)
+
+
+def _content_problem(head: bytes, fileobj: Any, complete: bool, depth: int = 0) -> str | None:
+    """Why bytes (a file's start, a decompressed stream, a zip member) are not fit to publish, or None."""
+    if head.startswith(b"\x93NUMPY"):
+        return "a numpy .npy array (object arrays are pickles)"
+    if _is_pickle(head, complete):
+        return "a Python pickle (pickles run code when loaded)"
+    if depth < 3:
+        unpacked = _decompress_prefix(head, fileobj)
+        if unpacked is not None:
+            kind, inner = unpacked
+            problem = _content_problem(inner, io.BytesIO(b""), len(inner) < SNIFF_BYTES, depth + 1)
+            if problem is None and inner.startswith(b"PK\x03\x04"):
+                problem = "a zip archive"
+            return f"{kind}-compressed {problem}" if problem else None
+    return None
+
+
+def _tar_problem(path: Path, rel: str) -> str | None:
+    """Pickles (by name or content) inside a tar archive, plain or gzip/bz2/xz-compressed."""
+    import tarfile
+
+    try:
+        if not tarfile.is_tarfile(path):
+            return None
+        with tarfile.open(path, "r:*") as archive:
+            for count, member in enumerate(archive, 1):
+                if count > MAX_ZIP_MEMBERS:
+                    return f"{rel}: tar archive with more than {MAX_ZIP_MEMBERS} members"
+                if member.name.lower().endswith((".pkl", ".pickle", *PICKLE_SUFFIXES)):
+                    return f"{rel}: tar archive holding {member.name}, a pickle-based format"
+                stream = archive.extractfile(member) if member.isfile() else None
+                if stream is None:
+                    continue
+                inner = stream.read(SNIFF_BYTES)
+                problem = _content_problem(inner, stream, len(inner) < SNIFF_BYTES, depth=1)
+                if problem:
+                    return f"{rel}: tar archive member {member.name} is {problem}"
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as err:
+        return f"{rel}: looks like a tar archive but cannot be inspected ({type(err).__name__}: {err})"
+    return None
+
+
 def _pickle_problem(path: Path, rel: str) -> str | None:
+    """Pickle-based formats by name or by content: plain pickles of any protocol (0 and 1 have no magic
+    number), gzip/bz2/xz-compressed pickles, numpy arrays, and zip or tar archives (whatever their name)
+    holding pickles, compressed pickles or numpy arrays. Each file, stream or member is inspected over
+    its first SNIFF_BYTES (1 MB)."""
     if rel.lower().endswith(PICKLE_SUFFIXES):
         return f"{rel}: pickle-based format ({path.suffix}) is not allowed; save weights as safetensors"
     with open(path, "rb") as handle:
-        head = handle.read(4)
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return f"{rel}: file content is a Python pickle (protocol {head[1]}); pickles run code when loaded"
-    if head == b"PK\x03\x04":
-        with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(path) as archive:
-            pickled = [n for n in archive.namelist() if n.endswith((".pkl", ".pickle"))]
-            if pickled:
-                return f"{rel}: zip archive holding pickles ({pickled[0]}), e.g. a torch.save file"
+        head = handle.read(SNIFF_BYTES)
+        problem = _content_problem(head, handle, len(head) < SNIFF_BYTES)
+    if problem:
+        return f"{rel}: file content is {problem}; save weights as safetensors"
+    if rel.lower().endswith(".safetensors"):
+        return None
+    if not zipfile.is_zipfile(path):
+        return _tar_problem(path, rel)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if len(members) > MAX_ZIP_MEMBERS:
+                return f"{rel}: zip archive with {len(members)} members (more than {MAX_ZIP_MEMBERS})"
+            for member in members:
+                if member.filename.lower().endswith((".pkl", ".pickle", *PICKLE_SUFFIXES)):
+                    return f"{rel}: zip archive holding {member.filename}, a pickle-based format (e.g. torch.save)"
+                if member.is_dir():
+                    continue
+                with archive.open(member) as stream:
+                    inner = stream.read(SNIFF_BYTES)
+                    problem = _content_problem(inner, stream, len(inner) < SNIFF_BYTES, depth=1)
+                if problem:
+                    return f"{rel}: zip archive member {member.filename} is {problem}"
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError, zlib.error) as err:
+        return f"{rel}: looks like a zip archive but cannot be inspected ({type(err).__name__}: {err})"
     return None
 
 
 def _auto_map_refs(folder: Path) -> list[tuple[str, str, str]]:
     """(source file, auto class, 'module.Class') for every auto_map entry of the folder's JSON files."""
     refs = []
-    for name in ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json",
-                 "feature_extractor_config.json"):
+    for name in JSON_FILES[:5]:
         data = _read_json(folder / name)
-        for auto_name, value in (data.get("auto_map") or {}).items():
+        auto_map = data.get("auto_map") or {}
+        if not isinstance(auto_map, dict):
+            raise FolderValidationError(folder, [f"{name}: auto_map must be an object, not {type(auto_map).__name__}"])
+        for auto_name, value in auto_map.items():
             for ref in value if isinstance(value, (list, tuple)) else [value]:
                 if isinstance(ref, str) and "--" not in ref:  # "other/repo--module.Class" lives elsewhere
                     refs.append((name, auto_name, ref))
@@ -267,6 +455,9 @@ def _check_remote_code(folder: Path, problems: list[str]) -> list[str]:
     needed: list[str] = []
     for source, auto_name, ref in _auto_map_refs(folder):
         module, _, class_name = ref.rpartition(".")
+        if not _MODULE_RE.match(module) or not class_name.isidentifier():
+            problems.append(f"{source}: auto_map {auto_name} -> {ref!r} is not 'module.Class'")
+            continue
         path = folder / f"{module.replace('.', '/')}.py"
         if not path.is_file():
             problems.append(f"{source}: auto_map {auto_name} -> {ref}, but {path.name} is not in the folder")
@@ -305,7 +496,16 @@ def _check_remote_code(folder: Path, problems: list[str]) -> list[str]:
 def _weight_files(folder: Path, problems: list[str]) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        weight_map = _read_json(index).get("weight_map", {})
+        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) and all(
+            isinstance(v, str) for v in weight_map.values()) else None
+        if shards is None:
+            problems.append("model.safetensors.index.json: weight_map must map names to shard file names")
+            return []
+        outside = [s for s in shards if Path(s).is_absolute() or ".." in Path(s).parts or "\\" in s]
+        if outside:
+            problems.append(f"model.safetensors.index.json names shards outside the folder: {', '.join(outside)}")
+            return []
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
             problems.append(f"model.safetensors.index.json names missing shards: {', '.join(missing)}")
@@ -366,9 +566,18 @@ def _load_model_strictly(folder: Path, config: dict[str, Any], problems: list[st
 
 
 def _check_card(folder: Path, problems: list[str]) -> dict[str, Any]:
+    from .hub_server.cardmeta import load_card_metadata
+
     readme = folder / "README.md"
     if not readme.is_file():
         problems.append("no README.md: render the card first (zoo.hub.write_card(folder, variant=...))")
+        return {}
+    try:
+        _, errors = load_card_metadata(readme.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        errors = ["README.md is not UTF-8 text"]
+    if errors:  # bounded parse and type checks first: an alias bomb never reaches ModelCard.load
+        problems.extend(f"README.md metadata: {error}" for error in errors)
         return {}
     try:
         card = ModelCard.load(readme, ignore_metadata_errors=False)
@@ -404,14 +613,27 @@ def validate_folder(folder: str | os.PathLike, *, load_weights: bool = True) -> 
     if not folder.is_dir():
         raise FolderValidationError(folder, [f"{folder} is not a folder"])
     problems: list[str] = []
-    files = folder_files(folder)
+    names = _walk_folder(folder, problems)
     readme = folder / "README.md"
-    if readme.is_file():
-        files.append({"name": "README.md", "size": readme.stat().st_size, "sha256": sha256_file(readme)})
+    if readme.is_symlink() and not readme.resolve().is_relative_to(folder.resolve()):
+        problems.append(f"README.md: symbolic link to {readme.resolve()}, outside the folder")
+    elif readme.is_file():
+        names.append("README.md")
+    if problems:  # links out of the folder, FIFOs, ...: read nothing more through them
+        raise FolderValidationError(folder, problems)
+    files = [{"name": rel, "size": (folder / rel).stat().st_size, "sha256": sha256_file(folder / rel)}
+             for rel in names]
     for row in files:
         problem = _pickle_problem(folder / row["name"], row["name"])
         if problem:
             problems.append(problem)
+    for name in JSON_FILES:  # every JSON file the checks below read must be a sane JSON object
+        try:
+            _read_json(folder / name)
+        except FolderValidationError as err:
+            problems.extend(err.problems)
+    if any(problem.split(":")[0] in JSON_FILES for problem in problems):
+        raise FolderValidationError(folder, problems)
     config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
     if not config:
         problems.append("no config.json")
@@ -471,22 +693,54 @@ def hub_session(endpoint: str | None = None, token: str | None = None) -> Iterat
         env["HF_HUB_DISABLE_XET"] = "1"
     if token is not None:
         env["HF_TOKEN"] = token
-    saved = {name: getattr(constants, name) for name in patches if hasattr(constants, name)}
-    saved_env = {name: os.environ.get(name) for name in env}
+    entry = (patches, env)
+    with _SESSIONS_LOCK:
+        if not _SESSIONS:  # the first active session saves what was there before any of them
+            _SESSION_SAVED["constants"] = {n: getattr(constants, n) for n in _SESSION_CONSTANTS if hasattr(constants, n)}
+            _SESSION_SAVED["env"] = {n: os.environ.get(n) for n in _SESSION_ENV}
+        _SESSIONS.append(entry)
+        _apply_session(constants, entry)
     try:
-        for name, value in patches.items():
-            setattr(constants, name, value)
-        os.environ.update(env)
         yield endpoint
     finally:
-        for name in patches:
-            if name in saved:
-                setattr(constants, name, saved[name])
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        # Sessions may overlap (threads, nesting): leaving one restores the saved state and re-applies the
+        # sessions still active, so one thread leaving never switches another back to offline mode.
+        with _SESSIONS_LOCK:
+            _SESSIONS.remove(entry)
+            for name, value in _SESSION_SAVED["constants"].items():
+                setattr(constants, name, value)
+            for name, value in _SESSION_SAVED["env"].items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            for active in _SESSIONS:
+                _apply_session(constants, active)
+
+
+_SESSIONS_LOCK = threading.Lock()
+_SESSIONS: list[tuple[dict[str, Any], dict[str, str]]] = []  # active hub_session patches, oldest first
+_SESSION_SAVED: dict[str, dict[str, Any]] = {}
+_SESSION_CONSTANTS = ("ENDPOINT", "HUGGINGFACE_CO_URL_TEMPLATE", "HF_URL_HOSTS", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_XET")
+_SESSION_ENV = ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_XET", "HF_TOKEN")
+
+
+def _apply_session(constants: Any, entry: tuple[dict[str, Any], dict[str, str]]) -> None:
+    patches, env = entry
+    for name, value in patches.items():
+        setattr(constants, name, value)
+    os.environ.update(env)
+
+
+class UploadConflictError(RuntimeError):
+    """Another commit landed on the branch during an upload; ours was refused and nothing was committed."""
+
+    def __init__(self, repo_id: str, branch: str, parent: str | None):
+        self.repo_id, self.branch, self.parent = repo_id, branch, parent
+        super().__init__(
+            f"conflict: {repo_id}@{branch} moved on from {parent} while this upload ran (another writer "
+            "committed first). Nothing was committed; check the branch and upload again."
+        )
 
 
 @dataclass
@@ -527,6 +781,7 @@ def upload_folder(
         print(result.commit, result.url)
     """
     from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     folder = Path(folder)
     if validate:
@@ -545,10 +800,23 @@ def upload_folder(
         api.create_repo(repo_id, private=private, exist_ok=True)
         if branch != "main":
             api.create_branch(repo_id, branch=branch, exist_ok=True)
-        operations = [CommitOperationAdd(path_in_repo=row["name"], path_or_fileobj=str(folder / row["name"]))
-                      for row in files]
+        # The commit is made on top of the head seen now: if another writer commits to the branch in the
+        # meantime, the Hub refuses ours (412) instead of mixing the two uploads' trees.
+        parent = api.model_info(repo_id, revision=branch).sha
+        operations = []
+        for row in files:
+            operation = CommitOperationAdd(path_in_repo=row["name"], path_or_fileobj=str(folder / row["name"]))
+            if operation.upload_info.sha256.hex() != row["sha256"]:
+                raise FolderValidationError(folder, [f"{row['name']}: changed after validation; nothing was committed"])
+            operations.append(operation)
         message = commit_message or f"Upload {folder.name} with zoo hub_upload"
-        info = api.create_commit(repo_id, operations=operations, commit_message=message, revision=branch)
+        try:
+            info = api.create_commit(repo_id, operations=operations, commit_message=message, revision=branch,
+                                     parent_commit=parent)
+        except HfHubHTTPError as err:
+            if err.response is not None and err.response.status_code in (409, 412):
+                raise UploadConflictError(repo_id, branch, parent) from err
+            raise
         if tag:
             api.create_tag(repo_id, tag=tag, revision=info.oid)
     return UploadResult(repo_id, repo_url, info.oid, info.commit_url, branch, tag, files)

@@ -22,11 +22,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .app import create_app
 from .auth import TokenFile, new_token
 from .storage import HubStore
 
 __all__ = ["HubStore", "LocalHub", "TokenFile", "create_app", "free_port", "new_token"]
+
+
+def __getattr__(name: str):
+    # create_app needs starlette (the `hub` extra); load it only when asked, so that HubStore, LocalHub
+    # and cardmeta (used by zoo.hub.validate_folder) work without it.
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Runs the server package on its own (as `zoo_hub_server`), without importing `zoo` and hence torch.
@@ -64,8 +73,12 @@ class LocalHub:
 
     @classmethod
     def start(cls, root: str | os.PathLike, *, port: int | None = None, host: str = "127.0.0.1",
-              token: str | None = None, timeout: float = 60.0) -> LocalHub:
-        """Start a server on `root`; a write token is added to root/tokens.txt (created if missing)."""
+              token: str | None = None, timeout: float = 60.0, extra_args: list[str] | tuple[str, ...] = ()
+              ) -> LocalHub:
+        """Start a server on `root`; a write token is added to root/tokens.txt (created if missing).
+
+        `extra_args` go to `zoo hub serve` (e.g. ["--header-timeout", "2"]).
+        """
         root = Path(root).resolve()
         root.mkdir(parents=True, exist_ok=True)
         tokens = root / "tokens.txt"
@@ -77,7 +90,7 @@ class LocalHub:
         log_path = root / "server.log"
         log = open(log_path, "ab")  # noqa: SIM115 - the child process owns it while it runs
         cmd = [sys.executable, "-c", _BOOTSTRAP, str(Path(__file__).resolve().parent),
-               "serve", "--root", str(root), "--host", host, "--port", str(port)]
+               "serve", "--root", str(root), "--host", host, "--port", str(port), *extra_args]
         env = dict(os.environ)
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()

@@ -103,6 +103,18 @@ def _markdown(text: str) -> str:
     return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").render(text)
 
 
+MAX_CARD_BYTES = 200_000  # a model page renders at most this much of README.md (markdown costs ~10 µs/byte)
+
+
+def _read_card(path: Any) -> str:
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_CARD_BYTES + 1)
+    text = raw[:MAX_CARD_BYTES].decode("utf-8", "replace")
+    if len(raw) > MAX_CARD_BYTES:
+        text += f"\n\n*(the card is longer than {MAX_CARD_BYTES // 1000} kB; the rest is not shown here)*\n"
+    return text
+
+
 def _card_body(text: str) -> str:
     if text.startswith("---"):
         end = text.find("\n---", 3)
@@ -161,7 +173,7 @@ def render_model(hub: HubApp, ident: Identity, repo_id: str, revision: str, base
     )
     readme = files.get("README.md")
     card_html = (
-        _markdown(_card_body(store.blob_path(readme["sha256"]).read_text(encoding="utf-8", errors="replace")))
+        _markdown(_card_body(_read_card(store.blob_path(readme["sha256"]))))
         if readme else "<p class=muted>This repo has no model card (README.md).</p>"
     )
     file_rows = "".join(

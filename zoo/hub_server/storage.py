@@ -5,14 +5,16 @@ Layout under the root folder:
     tokens.txt                          one `TOKEN USER [read|write]` per line (see `zoo.hub_server.auth`)
     objects/blobs/ab/abcdef...          file contents, named by their sha256
     objects/commits/<id>.json           commit manifests: parents, message, date, {path: file record}
-    repos/<org>/<name>/repo.json        repo settings (private, created_at)
+    repos/<org>/<name>/repo.json        repo settings (private, created_at, uid: this incarnation of the name)
     repos/<org>/<name>/refs/heads/<b>   branch -> commit id (one line)
     repos/<org>/<name>/refs/tags/<t>    tag -> commit id
     tmp/                                uploads in progress (removed at start-up)
 
 Every write goes to a temporary file in the same file system, is fsynced, then renamed into place, so a
 crash leaves either the old state or the new one. A commit becomes visible only when its branch ref is
-replaced, after every blob and the manifest are on disk.
+replaced, after every blob and the manifest are on disk. A commit records the repo and its uid, and is
+reachable only from that repo while the uid matches (a deleted repo's commits stay unreachable when the
+name is reused); a full 40-hex revision always means a commit, and refs may not look like one.
 
     store = HubStore("hub-data")
     store.create_repo("org/name", private=False)
@@ -27,9 +29,11 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +46,13 @@ __all__ = [
 ]
 
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+# Organisations whose repos the URL layout cannot reach (`/api/...` is the API, not a repo page).
+RESERVED_ORGS = frozenset({"api"})
 REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+COMMIT_CACHE_RECORDS = 200_000  # parsed commit manifests kept in memory, counted in file records
 
 # Files stored with LFS (not inlined in the commit payload): big files, binary files, weight formats.
 LFS_THRESHOLD = 10 * 1024 * 1024
@@ -159,6 +167,9 @@ class HubStore:
             folder.mkdir(parents=True, exist_ok=True)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._commit_cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._cached_records = 0
+        self._cache_lock = threading.Lock()
 
     # ----------------------------------------------------------------- low level
     def cleanup_tmp(self) -> int:
@@ -252,6 +263,18 @@ class HubStore:
             raise InvalidRequest(f"invalid repo id {repo_id!r}: expected ORG/NAME (letters, digits, '.', '_', '-')")
         return self.repos / repo_id
 
+    @staticmethod
+    def check_new_repo_id(repo_id: str) -> None:
+        """Refuse ids that could be stored but never reached through the URLs (raises InvalidRequest)."""
+        org, _, name = repo_id.partition("/")
+        if name.lower().endswith(".git"):
+            raise InvalidRequest(f"invalid repo id {repo_id!r}: a name ending in '.git' cannot be reached "
+                                 "(ORG/NAME.git/... is the git/LFS address of ORG/NAME)")
+        if "--" in repo_id or name.endswith(".") or org.endswith("."):
+            raise InvalidRequest(f"invalid repo id {repo_id!r}: '--' and a trailing '.' are not allowed")
+        if org.lower() in RESERVED_ORGS:
+            raise InvalidRequest(f"invalid repo id {repo_id!r}: '{org}' is reserved (its pages are the API)")
+
     def repo_exists(self, repo_id: str) -> bool:
         try:
             return (self._repo_dir(repo_id) / "repo.json").is_file()
@@ -277,11 +300,15 @@ class HubStore:
         with self.repo_lock(repo_id):
             if (repo_dir / "repo.json").is_file():
                 raise ConflictError(f"You already created this model repo: {repo_id}")
-            settings = {"id": repo_id, "private": bool(private), "created_at": _now(), "author": author}
+            self.check_new_repo_id(repo_id)
+            # `uid` names this incarnation of the repo: commits of a deleted repo of the same name carry
+            # another uid (or none), so they stay unreachable after the name is reused.
+            settings = {"id": repo_id, "private": bool(private), "created_at": _now(), "author": author,
+                        "uid": secrets.token_hex(16)}
             content = GITATTRIBUTES.encode()
             files = {".gitattributes": self._file_record(content, lfs=False)}
             self.put_blob_bytes(content)
-            commit_id = self._write_commit(repo_id, [], files, "initial commit", "", author)
+            commit_id = self._write_commit(repo_id, [], files, "initial commit", "", author, settings["uid"])
             self._atomic_write(self._ref_path(repo_id, "heads", "main"), commit_id.encode())
             self._atomic_write(repo_dir / "repo.json", json.dumps(settings, indent=2).encode())
         return settings
@@ -307,6 +334,17 @@ class HubStore:
             raise InvalidRequest(f"invalid {'branch' if kind == 'heads' else 'tag'} name {name!r}")
         return self._repo_dir(repo_id) / "refs" / kind / quote(name, safe="")
 
+    @staticmethod
+    def check_new_ref_name(kind: str, name: str) -> None:
+        """Refuse branch/tag names that would shadow a commit id or cannot be addressed (InvalidRequest)."""
+        what = "branch" if kind == "heads" else "tag"
+        if not isinstance(name, str):
+            raise InvalidRequest(f"invalid {what} name {name!r}: must be a string")
+        if re.fullmatch(r"[0-9a-fA-F]{40}", name or ""):
+            raise InvalidRequest(f"invalid {what} name {name!r}: a 40-hex-digit name would shadow a commit id")
+        if not REF_NAME_RE.match(name or "") or ".." in name or name.endswith((".lock", "/", ".")) or "//" in name:
+            raise InvalidRequest(f"invalid {what} name {name!r}: use letters, digits, '.', '_', '-', '/'")
+
     def refs(self, repo_id: str, kind: str) -> dict[str, str]:
         """Branches (`kind="heads"`) or tags (`kind="tags"`) as name -> commit id."""
         self.repo_settings(repo_id)
@@ -317,20 +355,27 @@ class HubStore:
 
     def resolve(self, repo_id: str, revision: str | None) -> str:
         """Branch, tag or full commit id -> commit id (RevisionNotFound if none matches)."""
-        self.repo_settings(repo_id)
+        settings = self.repo_settings(repo_id)
         revision = revision or "main"
+        if COMMIT_RE.match(revision):  # a full commit id always means that commit, never a ref
+            manifest = self._commit_path(revision)
+            if manifest.is_file() and self._belongs(json.loads(manifest.read_text()), repo_id, settings):
+                return revision
+            raise RevisionNotFound(f"Invalid rev id: {revision}")
         for kind in ("heads", "tags"):
             with contextlib.suppress(InvalidRequest):
                 path = self._ref_path(repo_id, kind, revision)
                 if path.is_file():
                     return path.read_text().strip()
-        if COMMIT_RE.match(revision):
-            manifest = self._commit_path(revision)
-            if manifest.is_file() and json.loads(manifest.read_text()).get("repo") == repo_id:
-                return revision
         raise RevisionNotFound(f"Invalid rev id: {revision}")
 
+    @staticmethod
+    def _belongs(commit: dict[str, Any], repo_id: str, settings: dict[str, Any]) -> bool:
+        """Whether a commit manifest was made in this incarnation of the repo (see create_repo's uid)."""
+        return commit.get("repo") == repo_id and commit.get("repo_uid") == settings.get("uid")
+
     def create_branch(self, repo_id: str, branch: str, starting_point: str | None = None) -> str:
+        self.check_new_ref_name("heads", branch)
         with self.repo_lock(repo_id):
             path = self._ref_path(repo_id, "heads", branch)
             if path.is_file():
@@ -340,6 +385,7 @@ class HubStore:
         return commit_id
 
     def create_tag(self, repo_id: str, tag: str, revision: str | None = None, message: str = "") -> str:
+        self.check_new_ref_name("tags", tag)
         with self.repo_lock(repo_id):
             path = self._ref_path(repo_id, "tags", tag)
             if path.is_file():
@@ -362,10 +408,25 @@ class HubStore:
         return self.commits / f"{commit_id}.json"
 
     def read_commit(self, commit_id: str) -> dict[str, Any]:
-        path = self._commit_path(commit_id)
-        if not COMMIT_RE.match(commit_id) or not path.is_file():
+        """A commit manifest (treat it as read-only: manifests are immutable and cached)."""
+        if not COMMIT_RE.match(commit_id):
             raise RevisionNotFound(f"Invalid rev id: {commit_id}")
-        return json.loads(path.read_text())
+        with self._cache_lock:
+            cached = self._commit_cache.get(commit_id)
+            if cached is not None:
+                self._commit_cache.move_to_end(commit_id)
+                return cached
+        path = self._commit_path(commit_id)
+        if not path.is_file():
+            raise RevisionNotFound(f"Invalid rev id: {commit_id}")
+        commit = json.loads(path.read_text())
+        with self._cache_lock:  # bounded by the number of file records held, not of commits
+            self._commit_cache[commit_id] = commit
+            self._cached_records += len(commit["files"])
+            while self._cached_records > COMMIT_CACHE_RECORDS and len(self._commit_cache) > 1:
+                _, dropped = self._commit_cache.popitem(last=False)
+                self._cached_records -= len(dropped["files"])
+        return commit
 
     def _file_record(self, content: bytes | None, *, lfs: bool, sha256: str | None = None,
                      size: int | None = None) -> dict[str, Any]:
@@ -379,9 +440,9 @@ class HubStore:
         return {"sha256": sha256, "size": size, "oid": git_blob_oid(content or b""), "lfs": False}
 
     def _write_commit(self, repo_id: str, parents: list[str], files: dict[str, Any], title: str,
-                      description: str, author: str) -> str:
+                      description: str, author: str, repo_uid: str | None = None) -> str:
         body = {
-            "repo": repo_id, "parents": parents, "title": title, "description": description,
+            "repo": repo_id, "repo_uid": repo_uid, "parents": parents, "title": title, "description": description,
             "author": author, "date": _now(), "files": dict(sorted(files.items())),
         }
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -409,7 +470,7 @@ class HubStore:
             raise InvalidRequest("a commit needs a summary (commit message)")
         with self.repo_lock(repo_id):
             head_path = self._ref_path(repo_id, "heads", branch)
-            self.repo_settings(repo_id)
+            settings = self.repo_settings(repo_id)
             if not head_path.is_file():
                 raise RevisionNotFound(f"Invalid rev id: {branch} (commits go to an existing branch)")
             head = head_path.read_text().strip()
@@ -446,7 +507,7 @@ class HubStore:
                         raise InvalidRequest(f"{path}: LFS object {change.sha256} has {actual} bytes, not {change.size}")
                     files[path] = self._file_record(None, lfs=True, sha256=change.sha256, size=actual)
             self._check_no_file_folder_clash(files)
-            commit_id = self._write_commit(repo_id, [head], files, title, description, author)
+            commit_id = self._write_commit(repo_id, [head], files, title, description, author, settings.get("uid"))
             self._atomic_write(head_path, commit_id.encode())
         return commit_id
 
@@ -469,23 +530,45 @@ class HubStore:
         return out
 
     def last_commits(self, commit_id: str, paths: list[str]) -> dict[str, dict[str, Any]]:
-        """For each path, the newest commit (first-parent history) that last changed it."""
+        """For each path, the newest commit (first-parent history) that last changed it.
+
+        One pass over the history: a file's state is its record's oid, a folder's the sorted (name, oid)
+        pairs below it, computed for the asked folders only; paths stop being followed once settled.
+        """
         history = self.history(commit_id)
-        result: dict[str, dict[str, Any]] = {}
-        for path in paths:
-            prefix = path.rstrip("/") + "/"
+        head_files = history[0]["files"]
+        folders = {p.strip("/") for p in paths if p.strip("/") not in head_files}
 
-            def state(commit: dict[str, Any], path: str = path, prefix: str = prefix) -> Any:
-                files = commit["files"]
-                if path in files:
-                    return files[path]["oid"]
-                return sorted((k, v["oid"]) for k, v in files.items() if k.startswith(prefix)) or None
+        def states(files: dict[str, Any], wanted: Any) -> dict[str, Any]:
+            below: dict[str, list[tuple[str, str]]] = {}
+            open_folders = {p.strip("/") for p in wanted} & folders
+            if open_folders:
+                for name, record in files.items():
+                    parts = name.split("/")
+                    for depth in range(1, len(parts)):
+                        folder = "/".join(parts[:depth])
+                        if folder in open_folders:
+                            below.setdefault(folder, []).append((name, record["oid"]))
+            out = {}
+            for path in wanted:
+                key = path.strip("/")
+                if key in folders:
+                    out[path] = sorted(below.get(key, [])) or None
+                else:
+                    record = files.get(key)
+                    out[path] = record["oid"] if record else None
+            return out
 
-            chosen = history[0]
-            current = state(history[0])
-            for older in history[1:]:
-                if state(older) != current:
-                    break
-                chosen = older
-            result[path] = chosen
+        result = {path: history[0] for path in paths}
+        current = states(head_files, paths)
+        open_paths = set(paths)
+        for older in history[1:]:
+            if not open_paths:
+                break
+            previous = states(older["files"], open_paths)
+            for path in list(open_paths):
+                if previous[path] != current[path]:
+                    open_paths.discard(path)
+                else:
+                    result[path] = older
         return result
