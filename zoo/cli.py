@@ -54,7 +54,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
+    from zoo.threads import fit_threads, quiet_pools
+
+    quiet_pools()  # before torch starts its OpenMP pool
     import zoo  # noqa: F401  (registers families and their recipes)
+
+    fit_threads()
     from zoo.finetune import RecipeOptions, finetune
 
     options = RecipeOptions(
@@ -84,6 +89,9 @@ def _cmd_convert(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from zoo.threads import quiet_pools
+
+    quiet_pools()  # before torch starts its OpenMP pool
     import zoo  # noqa: F401
     from zoo import demo
 
@@ -91,8 +99,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not demo.list_demos():
         print("zoo demo: no family has registered a demo yet", file=sys.stderr)
         return 1
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_file = Path(args.log) if args.log else workdir / "demo.log"
+    log_file.write_text("")
+    names = args.family or demo.list_demos()
+    print(f"zoo demo: {len(names)} families ({'full' if args.full else 'quick; --full for the longer fine-tunes'}); "
+          f"details in {log_file}", flush=True)
     rows, url = demo.run_demos_on_hub(workdir, families=args.family or None, quick=not args.full,
-                                      serve_forever=args.serve)
+                                      serve_forever=args.serve, log_file=log_file)
     if not args.serve:
         print(demo.format_rows(rows))
         print(f"browse: {url}  (serve it again: zoo hub serve --root {workdir / 'hub'} --port {url.rstrip('/').rsplit(':', 1)[1]})")
@@ -145,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true",
                    help="longer fine-tuning demos (tens of minutes on 2 CPU cores); the default takes a few minutes")
     p.add_argument("--serve", action="store_true", help="keep the local hub serving after the table (Ctrl-C)")
+    p.add_argument("--log", help="file for each family's detailed output (default: WORKDIR/demo.log)")
 
     sub.add_parser("hub", help="local Hub-compatible server: zoo hub serve [--root DIR] [--port N]")
     return parser
