@@ -75,17 +75,27 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def converter_families() -> list[str]:
+    """Families with a converter (conversion/convert_<family>.py)."""
+    return sorted(p.stem.removeprefix("convert_") for p in Path(__file__).resolve().parent.parent.glob(
+        "conversion/convert_*.py"))
+
+
 def _cmd_convert(args: argparse.Namespace, rest: list[str]) -> int:
     module_name = f"conversion.convert_{args.family}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError:
-        available = sorted(p.stem.removeprefix("convert_") for p in Path(__file__).resolve().parent.parent.glob(
-            "conversion/convert_*.py"))
-        print(f"zoo convert: no converter for family '{args.family}' (available: {', '.join(available)})",
+    if args.family not in converter_families():
+        print(f"zoo convert: no converter for family '{args.family}' (available: {', '.join(converter_families())})",
               file=sys.stderr)
         return 2
-    return int(module.main(rest) or 0)
+    module = importlib.import_module(module_name)
+    saved = sys.argv[0]
+    sys.argv[0] = f"zoo convert {args.family}"  # the converter's own --help and usage name the command
+    try:
+        return int(module.main(rest) or 0)
+    except SystemExit as done:  # argparse's --help / usage errors inside the converter
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
+    finally:
+        sys.argv[0] = saved
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -150,8 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small data subset")
     p.add_argument("--overwrite", action="store_true")
 
-    p = sub.add_parser("convert", help="convert an original checkpoint: zoo convert FAMILY ORIGINAL OUT_DIR ...")
-    p.add_argument("family")
+    families = converter_families()
+    p = sub.add_parser("convert", help="convert an original checkpoint: zoo convert FAMILY ORIGINAL OUT_DIR ...",
+                       description="Convert an original checkpoint into a zoo Hub folder. "
+                                   "`zoo convert FAMILY --help` prints that converter's options.",
+                       epilog=f"families: {', '.join(families)}")
+    p.add_argument("family", help=f"one of: {', '.join(families)}")
 
     p = sub.add_parser("demo", help="run every family's demo end to end")
     p.add_argument("--workdir", default="demo_output")
@@ -163,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("hub", help="local Hub-compatible server: zoo hub serve [--root DIR] [--port N]")
     return parser
+
+
+def _input_errors() -> type[Exception]:
+    from zoo.finetune import FinetuneInputError
+
+    return FinetuneInputError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
-    except (LookupError, FileExistsError, FileNotFoundError) as err:
+    except (LookupError, FileExistsError, FileNotFoundError, _input_errors()) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -96,10 +96,21 @@ def render_index(hub: HubApp, ident: Identity, search: str = "") -> str:
     return _page("zoo hub — models", body)
 
 
-def _markdown(text: str) -> str:
+def _markdown(text: str, files_base: str | None = None) -> str:
+    """Markdown to HTML; with `files_base`, relative image and link targets (a card's `![](curves.png)`)
+    point into the repo's files at that base, as on the Hub."""
     from markdown_it import MarkdownIt
 
-    return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").render(text)
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+    tokens = md.parse(text)
+    if files_base:
+        for token in tokens:
+            for child in token.children or []:
+                attr = "src" if child.type == "image" else "href" if child.type == "link_open" else None
+                target = str(child.attrs.get(attr, "")) if attr else ""
+                if target and not target.startswith(("#", "/")) and ":" not in target.split("/", 1)[0]:
+                    child.attrs[attr] = files_base + target.removeprefix("./")
+    return md.renderer.render(tokens, md.options, {})
 
 
 def _card_body(text: str) -> str:
@@ -160,7 +171,8 @@ def render_model(hub: HubApp, ident: Identity, repo_id: str, revision: str, base
     )
     readme = files.get("README.md")
     card_html = (
-        _markdown(_card_body(store.blob_path(readme["sha256"]).read_text(encoding="utf-8", errors="replace")))
+        _markdown(_card_body(store.blob_path(readme["sha256"]).read_text(encoding="utf-8", errors="replace")),
+                  files_base=f"/{quote(repo_id)}/resolve/{quote(commit_id)}/")
         if readme else "<p class=muted>This repo has no model card (README.md).</p>"
     )
     file_rows = "".join(

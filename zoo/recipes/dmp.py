@@ -124,6 +124,7 @@ def _loader(branch: str):
             collator=DmpDataCollator(label_dtype=torch.long),
             model_overrides={
                 "num_labels": 2, "problem_type": "single_label_classification",
+                "id2label": {0: "BBB-", 1: "BBB+"}, "label2id": {"BBB-": 0, "BBB+": 1},
                 "coeff_transformer": coeff_transformer, "coeff_gnn": coeff_gnn,
             },
             compute_metrics=_compute_metrics, metric_for_best_model="roc_auc", processor=tokenizer,
