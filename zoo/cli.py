@@ -123,6 +123,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if all(row.ok for row in rows) else 1
 
 
+def _cmd_embed(rest: list[str]) -> int:
+    from zoo.threads import fit_threads, quiet_pools
+
+    quiet_pools()
+    import zoo  # noqa: F401  (registers the families)
+    from zoo.embed import main as embed_main
+
+    fit_threads()
+    return int(embed_main(rest) or 0)
+
+
 def _cmd_hub(rest: list[str]) -> int:
     module = importlib.import_module("zoo.hub_cli")
     return int(module.main(rest) or 0)
@@ -175,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve", action="store_true", help="keep the local hub serving after the table (Ctrl-C)")
     p.add_argument("--log", help="file for each family's detailed output (default: WORKDIR/demo.log)")
 
+    sub.add_parser("embed", help="vectors per molecule / piece / sentence / image / utterance: "
+                                 "zoo embed INPUT... --model VARIANT_OR_REPO [--per-item] [--output X.npy|X.parquet]")
     sub.add_parser("hub", help="local Hub-compatible server: zoo hub serve [--root DIR] [--port N]")
     return parser
 
@@ -187,6 +200,8 @@ def _input_errors() -> type[Exception]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "embed":
+        return _cmd_embed(argv[1:])
     parser = build_parser()
     if argv and argv[0] in ("convert", "hub"):
         args, rest = parser.parse_known_args(argv[:2] if argv[0] == "convert" else argv[:1])
