@@ -125,6 +125,9 @@ def render_card(
                            and not k.endswith(("_runtime", "_per_second"))}
     repo_id = repo_id or folder.name
     facts = card_facts(folder, config, family, entry, conversion, metrics, extra)
+    from .embed import POOLING
+
+    facts.update(pooling=POOLING.get(family), repo_id=repo_id)
     architecture = (config.get("architectures") or [None])[0]
     tags = ["zoo", family, *(metrics.get("tags", []))]
     if facts["weights"] == "random":
@@ -154,7 +157,7 @@ def render_card(
         conversion=conversion,
         metrics=metrics,
         files=folder_files(folder),
-        **{**facts, **(extra or {})},
+        **{**{k: v for k, v in facts.items() if k != "repo_id"}, **(extra or {})},
     )
     text = _scrub_text(_with_common_blocks(card.text, facts))
     return ModelCard(f"---\n{card.data.to_yaml()}\n---\n{text}")
@@ -266,6 +269,9 @@ def _with_common_blocks(text: str, facts: dict[str, Any]) -> str:
     elif facts["labels"]:
         lines.append("**Labels** (`config.id2label`): " + ", ".join(
             f"{i} = `{name}`" for i, name in enumerate(facts["labels"])))
+    if facts.get("pooling"):
+        lines.append(f"**Embeddings** (`zoo embed INPUT... --model {facts['repo_id']}`, add `--per-item` for one "
+                     f"vector per element): {facts['pooling']}")
     if facts["weights"] == "random":
         lines.insert(0, "> **⚠️ Random weights — for tests.** These weights were neither trained nor converted from a "
                         "released checkpoint; predictions from this model mean nothing. Use it to test code paths.")

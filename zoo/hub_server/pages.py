@@ -33,6 +33,7 @@ pre{background:#f6f8fa;padding:12px;border-radius:6px;overflow:auto}
 .tag{display:inline-block;background:#ddf4ff;color:#0969da;border-radius:12px;padding:1px 8px;margin:1px;font-size:12px}
 input[type=search]{padding:6px 10px;width:320px;border:1px solid #d0d7de;border-radius:6px}
 button{padding:6px 12px;border-radius:6px;border:1px solid #d0d7de;background:#f6f8fa}
+.card img{max-width:100%;height:auto}
 .card h1{font-size:24px}.card h2{font-size:19px;border-bottom:1px solid #d8dee4;padding-bottom:4px}
 """
 
