@@ -71,8 +71,19 @@ def run_demos(
     unknown = sorted(set(names) - set(_DEMOS))
     if unknown:
         raise KeyError(f"no demo registered for {unknown}; available: {list_demos()}")
+    import torch
+
     say = status or (lambda line: print(line, flush=True))
     rows = []
+    threads_before = torch.get_num_threads()
+    try:
+        _run_each(names, workdir, quick, publish, log_file, say, rows, fit_threads)
+    finally:
+        torch.set_num_threads(threads_before)  # the caller's pool as it was
+    return rows
+
+
+def _run_each(names, workdir, quick, publish, log_file, say, rows, fit_threads) -> None:
     for index, family in enumerate(names, 1):
         threads = fit_threads()
         say(f"[{index}/{len(names)}] {family}: started ({threads} thread{'s' if threads > 1 else ''})")
@@ -89,7 +100,6 @@ def run_demos(
         rows.append(row)
         say(f"[{index}/{len(names)}] {family}: {'ok' if row.ok else 'FAILED'} in {row.seconds:.1f} s"
             + ("" if row.ok else f" ({row.error[:120]}; details in {log_file})" if log_file else f" ({row.error})"))
-    return rows
 
 
 @contextlib.contextmanager
@@ -104,16 +114,18 @@ def _output_to(log_file: Path | None, header: str):
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(log_file, "a", encoding="utf-8") as log:
+    saved_streams = sys.stdout, sys.stderr
+    with open(log_file, "a", encoding="utf-8", buffering=1) as log:
         log.write(header + "\n")
         log.flush()
-        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 1)  # C-level writes and handlers bound to the original streams
         os.dup2(log.fileno(), 2)
+        sys.stdout = sys.stderr = log  # Python-level writes, also where sys.stdout is not fd 1
         try:
             yield
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            log.flush()
+            sys.stdout, sys.stderr = saved_streams
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])
