@@ -8,9 +8,11 @@ Saved next to the weights (preprocessor_config.json + this file), so that withou
     logits = model(**processor(images)).logits
 
 Steps: to float, times `rescale_factor` (1/16 for scikit-learn's 0..16 digits, 1/255 for 8-bit images),
-minus `image_mean`, divided by `image_std` (one value, or one per channel), resized to `size` (bilinear)
-when an image has another size. Images are H x W (grey), H x W x C (channels last: PIL, numpy) or
-C x H x W tensors.
+minus `image_mean`, divided by `image_std` (one value, or one per channel), then to `size`: with
+`crop_fraction` (the original ImageNet evaluation: 0.875) the shorter side is resized to
+size / crop_fraction and the centre cropped, otherwise images of another size are resized (bilinear,
+antialiased). Images are H x W (grey), H x W x C (channels last: PIL, numpy) or C x H x W tensors.
+Resizing is torch's, not PIL's: expect small differences to torchvision's PIL-based `Resize`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class MdeqImageProcessor(BaseImageProcessor):
         image_std: float | Sequence[float] = 1.0,
         size: Sequence[int] | None = None,
         num_channels: int = 3,
+        crop_fraction: float | None = None,
         max_pixels: int = 4096 * 4096,
         **kwargs: Any,
     ):
@@ -52,6 +55,11 @@ class MdeqImageProcessor(BaseImageProcessor):
         self.image_std = image_std if isinstance(image_std, (int, float)) else [float(v) for v in image_std]
         self.size = [int(v) for v in size] if size is not None else None
         self.num_channels = int(num_channels)
+        if crop_fraction is not None and not 0 < float(crop_fraction) <= 1:
+            raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
+        if crop_fraction is not None and self.size is None:
+            raise ValueError("crop_fraction needs size (the crop)")
+        self.crop_fraction = None if crop_fraction is None else float(crop_fraction)
         self.max_pixels = int(max_pixels)
 
     def _to_chw(self, image: Any, index: int) -> torch.Tensor:
@@ -81,6 +89,17 @@ class MdeqImageProcessor(BaseImageProcessor):
             raise ValueError(f"image {index}: holds NaN or infinite values")
         return array
 
+    def _resize_and_crop(self, array: torch.Tensor) -> torch.Tensor:
+        height, width = array.shape[1:]
+        shorter = int(self.size[0] / self.crop_fraction)
+        scale = shorter / min(height, width)
+        target = (max(shorter, round(height * scale)), max(shorter, round(width * scale)))
+        if target != (height, width):
+            array = torch.nn.functional.interpolate(array[None], size=target, mode="bilinear", align_corners=False,
+                                                    antialias=True)[0]
+        top, left = (target[0] - self.size[0]) // 2, (target[1] - self.size[1]) // 2
+        return array[:, top:top + self.size[0], left:left + self.size[1]]
+
     def __call__(self, images: Any, return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
         if return_tensors not in (None, "pt"):
             raise ValueError(f"MdeqImageProcessor returns PyTorch tensors only, got return_tensors={return_tensors!r}")
@@ -100,9 +119,11 @@ class MdeqImageProcessor(BaseImageProcessor):
             mean = torch.as_tensor(self.image_mean, dtype=torch.float32).reshape(-1, 1, 1)
             std = torch.as_tensor(self.image_std, dtype=torch.float32).reshape(-1, 1, 1)
             array = (array - mean) / std
-            if self.size is not None and list(array.shape[1:]) != self.size:
+            if self.crop_fraction is not None:
+                array = self._resize_and_crop(array)
+            elif self.size is not None and list(array.shape[1:]) != self.size:
                 array = torch.nn.functional.interpolate(array[None], size=tuple(self.size), mode="bilinear",
-                                                        align_corners=False)[0]
+                                                        align_corners=False, antialias=True)[0]
             out.append(array)
         shapes = {tuple(a.shape) for a in out}
         if len(shapes) > 1:
