@@ -34,6 +34,7 @@ from zoo.models.deq import (
     DeqTransformerForCausalLM,
     MdeqConfig,
     MdeqForImageClassification,
+    MdeqImageProcessor,
 )
 
 __all__ = ["ConversionError", "convert", "deq_transformer_state_dict", "main", "mdeq_state_dict", "split_layout"]
@@ -215,6 +216,8 @@ def convert(
     out_dir = Path(out_dir)
     with staged_folder(out_dir, overwrite=overwrite) as stage:
         model.save_pretrained(stage)
+        if family == "mdeq":
+            original_image_processor(cfg).save_pretrained(stage)
         reloaded = model_class.from_pretrained(stage).eval()
         got = _quiet_forward(reloaded, inputs).logits
         diff = float((got - expected).abs().max())
@@ -239,6 +242,18 @@ def convert(
         write_record(stage, original=original, converter=__file__, variant=variant)  # verification/ (zoo verify)
         write_card(stage, variant=variant, repo_id=out_dir.name)
     return out_dir
+
+
+def original_image_processor(config) -> MdeqImageProcessor:
+    """The evaluation preprocessing of locuslab/mdeq's tools/cls_train.py for the checkpoint's data set:
+    CIFAR-10 (32 x 32) ToTensor + Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)); ImageNet
+    Resize(size / 0.875) + CenterCrop(size) + Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])."""
+    size = list(config.image_size)
+    if size == [32, 32]:
+        return MdeqImageProcessor(rescale_factor=1 / 255, image_mean=[0.4914, 0.4822, 0.4465],
+                                  image_std=[0.2023, 0.1994, 0.2010], size=size, num_channels=config.num_input_channels)
+    return MdeqImageProcessor(rescale_factor=1 / 255, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+                              size=size, crop_fraction=0.875, num_channels=config.num_input_channels)
 
 
 def main(argv: list[str] | None = None) -> int:

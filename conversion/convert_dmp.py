@@ -26,6 +26,7 @@ from zoo.models.dmp import (
     DmpFeaturizer,
     DmpForPreTraining,
     DmpForSequenceClassification,
+    DmpProcessor,
     DmpTokenizer,
 )
 
@@ -257,7 +258,7 @@ def convert(
     tokenizer = DmpTokenizer()
     with staged_folder(out_dir, overwrite=overwrite) as stage:
         model.save_pretrained(stage)
-        tokenizer.save_pretrained(stage)
+        DmpProcessor(tokenizer).save_pretrained(stage)  # tokenizer files + the SMILES -> batch processor
         record = {
             "source_file": original.name, "source_sha256": sha256_file(original), "format": "fairseq-train (DVMP)",
             "variant": variant, "command": command or f"convert({str(original)!r}, {str(out_dir)!r})",

@@ -207,7 +207,9 @@ def convert(
     model.load_state_dict(new_state, strict=True, assign=True)
     model.eval()
 
-    tokenizer = OctupleMidiTokenizer()
+    # the sequence length the checkpoint was trained for: max_positions counts element tokens (8 per note,
+    # <s> and </s> included), capped at the original's 1,000-note windows
+    tokenizer = OctupleMidiTokenizer(max_notes=min(1000, model.config.max_positions // 8 - 2))
     out_dir = Path(out_dir)
     record: dict[str, Any] = {
         "source_file": original.name, "source_sha256": sha256_file(original), "format": "fairseq",

@@ -18,9 +18,11 @@ from .registry import (
     register_model,
 )
 
+from .embed import embed  # noqa: E402  (zoo.embed(inputs, model=...); the module stays zoo.embed in sys.modules)
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "Family", "ModelEntry", "OriginalCheckpoint", "UnknownModelError", "create_model", "families", "get_family",
+    "Family", "ModelEntry", "embed", "OriginalCheckpoint", "UnknownModelError", "create_model", "families", "get_family",
     "list_models", "model_info", "register_family", "register_model",
 ]

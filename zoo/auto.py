@@ -84,6 +84,7 @@ def register_family(
     if missing:
         raise ValueError(f"{config_class.__name__}().auto_map must include {missing} for remote-code loading")
 
+    _quiet_head_keys_on_base(base_model_class)
     AutoConfig.register(model_type, config_class, exist_ok=True)
     config_class.register_for_auto_class()
     AutoModel.register(config_class, base_model_class, exist_ok=True)
@@ -101,6 +102,28 @@ def register_family(
             processor.register_for_auto_class(auto_name)
     _FAMILIES[name] = family
     return family
+
+
+def _quiet_head_keys_on_base(base_model_class: type[PreTrainedModel]) -> None:
+    """Loading a head checkpoint (config.architectures names a head) as the family's base model drops the
+    head's weights on purpose: they are not reported as UNEXPECTED. Unexpected keys of a base-model
+    checkpoint, or keys under the base model's own modules, are still reported."""
+    original = base_model_class._adjust_missing_and_unexpected_keys
+    if getattr(original, "_zoo_quiet_heads", False):
+        return
+
+    def adjust(self, loading_info):
+        original(self, loading_info)
+        architectures = getattr(self.config, "architectures", None) or []
+        if architectures and architectures[0] != type(self).__name__:
+            own = {name for name, _ in self.named_children()}
+            loading_info.unexpected_keys = {
+                key for key in loading_info.unexpected_keys
+                if key.split(".", 1)[0] in own or key.startswith(self.base_model_prefix + ".")
+            }
+
+    adjust._zoo_quiet_heads = True
+    base_model_class._adjust_missing_and_unexpected_keys = adjust
 
 
 def families() -> dict[str, Family]:

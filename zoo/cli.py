@@ -55,7 +55,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
+    from zoo.threads import fit_threads, quiet_pools
+
+    quiet_pools()  # before torch starts its OpenMP pool
     import zoo  # noqa: F401  (registers families and their recipes)
+
+    fit_threads()
     from zoo.finetune import RecipeOptions, finetune
 
     options = RecipeOptions(
@@ -79,20 +84,33 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def converter_families() -> list[str]:
+    """Families with a converter (conversion/convert_<family>.py)."""
+    return sorted(p.stem.removeprefix("convert_") for p in Path(__file__).resolve().parent.parent.glob(
+        "conversion/convert_*.py"))
+
+
 def _cmd_convert(args: argparse.Namespace, rest: list[str]) -> int:
     module_name = f"conversion.convert_{args.family}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError:
-        available = sorted(p.stem.removeprefix("convert_") for p in Path(__file__).resolve().parent.parent.glob(
-            "conversion/convert_*.py"))
-        print(f"zoo convert: no converter for family '{args.family}' (available: {', '.join(available)})",
+    if args.family not in converter_families():
+        print(f"zoo convert: no converter for family '{args.family}' (available: {', '.join(converter_families())})",
               file=sys.stderr)
         return 2
-    return int(module.main(rest) or 0)
+    module = importlib.import_module(module_name)
+    saved = sys.argv[0]
+    sys.argv[0] = f"zoo convert {args.family}"  # the converter's own --help and usage name the command
+    try:
+        return int(module.main(rest) or 0)
+    except SystemExit as done:  # argparse's --help / usage errors inside the converter
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
+    finally:
+        sys.argv[0] = saved
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from zoo.threads import quiet_pools
+
+    quiet_pools()  # before torch starts its OpenMP pool
     import zoo  # noqa: F401
     from zoo import demo
 
@@ -100,8 +118,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not demo.list_demos():
         print("zoo demo: no family has registered a demo yet", file=sys.stderr)
         return 1
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_file = Path(args.log) if args.log else workdir / "demo.log"
+    log_file.write_text("")
+    names = args.family or demo.list_demos()
+    print(f"zoo demo: {len(names)} families ({'full' if args.full else 'quick; --full for the longer fine-tunes'}); "
+          f"details in {log_file}", flush=True)
     rows, url = demo.run_demos_on_hub(workdir, families=args.family or None, quick=not args.full,
-                                      serve_forever=args.serve)
+                                      serve_forever=args.serve, log_file=log_file)
     if not args.serve:
         print(demo.format_rows(rows))
         print(f"browse: {url}  (serve it again: zoo hub serve --root {workdir / 'hub'} --port {url.rstrip('/').rsplit(':', 1)[1]})")
@@ -163,6 +187,16 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         print(f"{result.repo_id}\t{state}\tmax|diff| {result.max_abs_diff:.3g}")
     return 0
 
+def _cmd_embed(rest: list[str]) -> int:
+    from zoo.threads import fit_threads, quiet_pools
+
+    quiet_pools()
+    import zoo  # noqa: F401  (registers the families)
+    from zoo.embed import main as embed_main
+
+    fit_threads()
+    return int(embed_main(rest) or 0)
+
 
 def _cmd_hub(rest: list[str]) -> int:
     module = importlib.import_module("zoo.hub_cli")
@@ -203,8 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small data subset")
     p.add_argument("--overwrite", action="store_true")
 
-    p = sub.add_parser("convert", help="convert an original checkpoint: zoo convert FAMILY ORIGINAL OUT_DIR ...")
-    p.add_argument("family")
+    families = converter_families()
+    p = sub.add_parser("convert", help="convert an original checkpoint: zoo convert FAMILY ORIGINAL OUT_DIR ...",
+                       description="Convert an original checkpoint into a zoo Hub folder. "
+                                   "`zoo convert FAMILY --help` prints that converter's options.",
+                       epilog=f"families: {', '.join(families)}")
+    p.add_argument("family", help=f"one of: {', '.join(families)}")
 
     p = sub.add_parser("demo", help="run every family's demo end to end")
     p.add_argument("--workdir", default="demo_output")
@@ -212,7 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true",
                    help="longer fine-tuning demos (tens of minutes on 2 CPU cores); the default takes a few minutes")
     p.add_argument("--serve", action="store_true", help="keep the local hub serving after the table (Ctrl-C)")
+    p.add_argument("--log", help="file for each family's detailed output (default: WORKDIR/demo.log)")
 
+    sub.add_parser("embed", help="vectors per molecule / piece / sentence / image / utterance: "
+                                 "zoo embed INPUT... --model VARIANT_OR_REPO [--per-item] [--output X.npy|X.parquet]")
     sub.add_parser("hub", help="local Hub-compatible server: zoo hub serve [--root DIR] [--port N]")
 
     p = sub.add_parser("pull", help="download (or reuse) a variant's converted weights; prints the folder")
@@ -239,8 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _input_errors() -> type[Exception]:
+    from zoo.finetune import FinetuneInputError
+
+    return FinetuneInputError
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "embed":
+        return _cmd_embed(argv[1:])
     parser = build_parser()
     if argv and argv[0] in ("convert", "hub"):
         args, rest = parser.parse_known_args(argv[:2] if argv[0] == "convert" else argv[:1])
@@ -251,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 "demo": _cmd_demo, "pull": _cmd_pull, "verify": _cmd_verify, "publish": _cmd_publish}
     try:
         return handlers[args.command](args)
-    except (LookupError, FileExistsError, FileNotFoundError) as err:
+    except (LookupError, FileExistsError, FileNotFoundError, _input_errors()) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from .registry import create_model, model_info
 if TYPE_CHECKING:  # the Trainer stack is imported when a run starts, not on `import zoo`
     from transformers import EvalPrediction
 
-__all__ = ["Recipe", "RecipeData", "RecipeOptions", "finetune", "get_recipe", "list_recipes", "register_recipe"]
+__all__ = ["FinetuneInputError", "Recipe", "RecipeData", "RecipeOptions", "check_finetune_inputs", "finetune", "get_recipe", "list_recipes", "register_recipe"]
 
 
 @dataclass
@@ -95,6 +95,39 @@ def get_recipe(name: str) -> Recipe:
     except KeyError:
         known = ", ".join(list_recipes()) or "none registered"
         raise KeyError(f"no fine-tuning recipe named '{name}' (known: {known})") from None
+
+
+class FinetuneInputError(ValueError):
+    """A fine-tuning run asked for parts that do not fit together (found before any work starts)."""
+
+
+def check_finetune_inputs(variant: str, recipe: str, pretrained: str | os.PathLike | None = None) -> None:
+    """Raise FinetuneInputError when the recipe belongs to another family than the variant, or when a local
+    `pretrained` folder holds another family's model; unknown names raise the registry's LookupErrors."""
+    from .auto import get_family
+
+    entry = model_info(variant)
+    spec = get_recipe(recipe)
+    if spec.family != entry.family:
+        fitting = ", ".join(list_recipes(entry.family)) or "none registered"
+        raise FinetuneInputError(
+            f"recipe '{recipe}' is a {spec.family} recipe, but variant '{variant}' is a {entry.family} model; "
+            f"{entry.family} recipes: {fitting} (or pick a {spec.family} variant, e.g. '{spec.variant}')")
+    if pretrained is None:
+        return
+    folder = Path(pretrained)
+    if folder.exists() and not (folder / "config.json").is_file():
+        raise FinetuneInputError(f"--pretrained {folder}: no config.json there; pass a zoo folder or a Hub repo id")
+    if folder.is_dir():
+        try:
+            model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError) as err:
+            raise FinetuneInputError(f"--pretrained {folder}: config.json does not parse ({err})") from None
+        expected = get_family(entry.family).config_class.model_type
+        if model_type != expected:
+            raise FinetuneInputError(
+                f"--pretrained {folder} holds a '{model_type}' model, but variant '{variant}' is a {entry.family} "
+                f"model ('{expected}'); pick the variant of that folder's family")
 
 
 def _curves(log_history: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
@@ -177,6 +210,7 @@ def finetune(
 
     from .hub import METRICS_FILE, write_card
 
+    check_finetune_inputs(variant, recipe, pretrained)
     entry = model_info(variant)
     spec = get_recipe(recipe)
     options = options or RecipeOptions(seed=seed)

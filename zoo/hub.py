@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import bz2
 import contextlib
+import hashlib
 import io
 import json
 import lzma
@@ -38,9 +39,9 @@ from .fileio import atomic_write_text, sha256_file
 from .registry import model_info
 
 __all__ = [
-    "CARDS_DIR", "FolderCheck", "FolderValidationError", "UploadConflictError", "UploadResult", "card_template",
-    "download_folder",
-    "folder_files", "hub_session", "pipeline_tag_for", "render_card", "upload_folder", "validate_folder",
+    "CARDS_DIR", "FolderCheck", "FolderValidationError", "UploadConflictError", "UploadResult", "auto_class_of",
+    "card_facts", "card_template", "download_folder", "family_license", "folder_files", "hub_session",
+    "parameter_count", "pipeline_tag_for", "render_card", "rerender_card_for", "upload_folder", "validate_folder",
     "write_card",
 ]
 
@@ -178,10 +179,16 @@ def render_card(
 
     The template (cards/<family>.md, Jinja2) receives: repo_id, variant, entry (the registry entry as a
     dict, or None), family, config (config.json), architecture, conversion (conversion.json),
-    metrics (metrics.json), files (name/size/sha256 rows) and everything in `extra`. `template`
-    replaces the family's template file; `template_dir` looks for `<family>.md` there instead of cards/.
-    The metadata's pipeline_tag comes from `extra["pipeline_tag"]`, metrics.json, or the registry
-    entry's task / the architecture's Auto class (`pipeline_tag_for`).
+    metrics (metrics.json, "epoch" and timing keys left out of its eval), files (name/size/sha256 rows),
+    the facts of `card_facts` (auto_class, license, license_name, labels, params, weights, curves) and
+    everything in `extra`. `template` replaces the family's template file; `template_dir` looks for
+    `<family>.md` there instead of cards/. The metadata's pipeline_tag comes from `extra["pipeline_tag"]`,
+    metrics.json, or the registry entry's task / the family / the architecture's Auto class.
+
+    Every card also gets, after its title, a line with the parameter count, the licence and the label
+    names, a "random weights — for tests" banner (and tag) where the weights were neither trained nor
+    converted from a released checkpoint, and the training curves embedded as an image. Local absolute
+    paths are removed from the text.
     """
     folder = Path(folder)
     config = _read_json(folder / "config.json")
@@ -189,23 +196,34 @@ def render_card(
         raise FileNotFoundError(f"{folder}: no config.json; render the card after saving the model")
     family = _family_of(config)
     entry = model_info(variant) if variant else None
-    conversion = _read_json(folder / CONVERSION_FILE)
-    metrics = _read_json(folder / METRICS_FILE)
+    conversion = _scrub_paths(_read_json(folder / CONVERSION_FILE))
+    metrics = _scrub_paths(_read_json(folder / METRICS_FILE))
+    if isinstance(metrics.get("eval"), dict):
+        metrics["eval"] = {k: v for k, v in metrics["eval"].items() if k not in _NOT_METRICS
+                           and not k.endswith(("_runtime", "_per_second"))}
     repo_id = repo_id or folder.name
+    facts = card_facts(folder, config, family, entry, conversion, metrics, extra)
+    from .embed import POOLING
+
+    facts.update(pooling=POOLING.get(family), repo_id=repo_id)
     architecture = (config.get("architectures") or [None])[0]
     tags = ["zoo", family, *(metrics.get("tags", []))]
+    if facts["weights"] == "random":
+        tags.append("random-weights")
+    pipeline = ((extra or {}).get("pipeline_tag") or metrics.get("pipeline_tag")
+                or _family_pipeline(family, facts["auto_class"])
+                or pipeline_tag_for(config, entry.task if entry else None))
     card_data = ModelCardData(
         library_name="transformers",
-        license=entry.license if entry else "mit",
-        tags=tags,
-        pipeline_tag=(extra or {}).get("pipeline_tag") or metrics.get("pipeline_tag")
-        or pipeline_tag_for(config, entry.task if entry else None),
+        license=facts["license"],
+        tags=list(dict.fromkeys(tags)),
+        pipeline_tag=pipeline,
         base_model=base_model or metrics.get("base_model"),
         datasets=metrics.get("datasets"),
         model_name=repo_id,
         eval_results=_eval_results(metrics),
     )
-    return ModelCard.from_template(
+    card = ModelCard.from_template(
         card_data,
         template_path=str(template or card_template(family, template_dir)),
         repo_id=repo_id,
@@ -217,21 +235,201 @@ def render_card(
         conversion=conversion,
         metrics=metrics,
         files=folder_files(folder),
-        **(extra or {}),
+        **{**{k: v for k, v in facts.items() if k != "repo_id"}, **(extra or {})},
     )
+    text = _scrub_text(_with_common_blocks(card.text, facts))
+    return ModelCard(f"---\n{card.data.to_yaml()}\n---\n{text}")
+
+
+_NOT_METRICS = ("epoch", "eval_epoch", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+CARD_STATE_FILE = ".zoo-card.json"  # how write_card rendered the card, so a publish can re-render it for its repo
+LICENSE_NAMES = {"mit": "MIT", "apache-2.0": "Apache-2.0", "bsd-3-clause": "BSD-3-Clause", "cc-by-4.0": "CC-BY-4.0",
+                 "cc-by-nc-4.0": "CC-BY-NC-4.0", "gpl-3.0": "GPL-3.0", "other": "other"}
+# Families whose inputs are not text: their heads are not "text-classification" whatever the Auto class says.
+_FAMILY_PIPELINES = {
+    "graphormer": "graph-ml", "graphormer3d": "graph-ml", "dmp": "graph-ml",
+    "musicbert": "other",  # symbolic music (MIDI): no Hub pipeline fits; the base model is feature-extraction
+}
+
+
+def _family_pipeline(family: str, auto_class: str) -> str | None:
+    if family not in _FAMILY_PIPELINES:
+        return None
+    if auto_class == "AutoModel" and family == "musicbert":
+        return "feature-extraction"
+    return _FAMILY_PIPELINES[family]
+
+
+def auto_class_of(config: dict[str, Any]) -> str:
+    """The Auto class that loads the folder's architecture (the one the hub's page box names)."""
+    architecture = (config.get("architectures") or [None])[0]
+    for auto_name, ref in (config.get("auto_map") or {}).items():
+        if architecture and isinstance(ref, str) and ref.rsplit(".", 1)[-1] == architecture and auto_name != "AutoConfig":
+            return auto_name
+    return "AutoModel"
+
+
+def family_license(family: str) -> str:
+    """The licence the registry gives the family's variants (one value when they agree), else "mit"."""
+    from .registry import list_models
+
+    licences = {model_info(name).license for name in list_models(family=family)}
+    return licences.pop() if len(licences) == 1 else "mit"
+
+
+def parameter_count(folder: Path) -> int | None:
+    """Parameters in the folder's safetensors weights (from the headers; nothing is loaded)."""
+    from safetensors import safe_open
+
+    paths = sorted(folder.glob("model*.safetensors"))
+    if not paths:
+        return None
+    total = 0
+    for path in paths:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                size = 1
+                for dim in handle.get_slice(key).get_shape():
+                    size *= dim
+                total += size
+    return total
+
+
+def _human_count(count: int | None) -> str:
+    if count is None:
+        return "unknown"
+    for limit, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if count >= limit:
+            return f"{count / limit:.2f}{unit} ({count:,})"
+    return f"{count:,}"
+
+
+def card_facts(
+    folder: Path, config: dict[str, Any], family: str, entry: Any, conversion: dict[str, Any],
+    metrics: dict[str, Any], extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What every card states the same way: the Auto class (as the hub's page box), the licence (from the
+    registry), label names, parameter count, where the weights come from and the curves image.
+
+    weights: "trained" (metrics.json: fine-tuned or trained by zoo), "release" (converted from a file whose
+    sha256 is the registry's released checkpoint), else "random" (a test fixture, a fresh initialisation,
+    or a file zoo cannot tie to a release); `extra["weights"]` overrides it.
+    """
+    extra = extra or {}
+    licence = entry.license if entry else family_license(family)
+    id2label = config.get("id2label") or {}
+    names = [str(id2label[k]) for k in sorted(id2label, key=lambda k: int(k))] if id2label else []
+    default_names = all(name == f"LABEL_{i}" for i, name in enumerate(names))
+    architecture = (config.get("architectures") or [""])[0]
+    labelled = bool(names) and not default_names and not architecture.endswith(("Model", "PreTraining", "MaskedLM"))
+    if extra.get("weights"):
+        weights = extra["weights"]
+    elif metrics.get("eval") or metrics.get("train"):
+        weights = "trained"
+    elif (conversion and entry is not None and entry.original is not None and entry.original.sha256
+          and conversion.get("source_sha256") == entry.original.sha256):
+        weights = "release"
+    else:
+        weights = "random"
+    curves = "training_curves.png" if (folder / "training_curves.png").is_file() else None
+    return {
+        "auto_class": auto_class_of(config), "license": licence, "license_name": LICENSE_NAMES.get(licence, licence),
+        "labels": names if labelled else [], "params": parameter_count(folder), "weights": weights, "curves": curves,
+    }
+
+
+def _with_common_blocks(text: str, facts: dict[str, Any]) -> str:
+    """Insert the facts line and the random-weights banner after the title; embed the training curves."""
+    lines = [f"**Parameters:** {_human_count(facts['params'])} · **Licence:** {facts['license_name']} "
+             f"(`{facts['license']}`) · **Load with:** `{facts['auto_class']}`"]
+    if len(facts["labels"]) == 1:
+        lines.append(f"**Output** (`config.id2label`): one logit; its sigmoid is P(`{facts['labels'][0]}`)")
+    elif facts["labels"]:
+        lines.append("**Labels** (`config.id2label`): " + ", ".join(
+            f"{i} = `{name}`" for i, name in enumerate(facts["labels"])))
+    if facts.get("pooling"):
+        lines.append(f"**Embeddings** (`zoo embed INPUT... --model {facts['repo_id']}`, add `--per-item` for one "
+                     f"vector per element): {facts['pooling']}")
+    if facts["weights"] == "random":
+        lines.insert(0, "> **⚠️ Random weights — for tests.** These weights were neither trained nor converted from a "
+                        "released checkpoint; predictions from this model mean nothing. Use it to test code paths.")
+    block = "\n\n".join(lines) + "\n"
+    body = text.lstrip("\n")
+    if body.startswith("# "):
+        title, _, rest = body.partition("\n")
+        body = f"{title}\n\n{block}\n{rest.lstrip(chr(10))}"
+    else:
+        body = block + "\n" + body
+    if facts["curves"] and f"]({facts['curves']})" not in body:
+        section = (f"## Training curves\n\n![training curves: loss and evaluation metrics against the step]"
+                   f"({facts['curves']})\n\n")
+        marker = next((m for m in ("\n## Limitations", "\n## Licence", "\n## License", "\n## Citation")
+                       if m in body), None)
+        body = body.replace(marker, "\n" + section.rstrip("\n") + "\n" + marker, 1) if marker else \
+            body.rstrip("\n") + "\n\n" + section
+    return body
+
+
+_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def _scrub_text(text: str) -> str:
+    """Local absolute paths out of card text: the checkout's prefix goes, any other absolute path keeps
+    only its file name."""
+    import re
+
+    text = text.replace(_REPO_ROOT + os.sep, "")
+    return re.sub(r"(?<![\w:/.~-])/(?:[\w.+-]+/)+([\w.+-]+)", r"\1", text)
+
+
+def _scrub_paths(value: Any) -> Any:
+    if isinstance(value, str):
+        return _scrub_text(value)
+    if isinstance(value, dict):
+        return {k: _scrub_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_paths(v) for v in value]
+    return value
 
 
 def write_card(folder: str | os.PathLike, **kwargs: Any) -> Path:
     """Render the card (see `render_card`) and write it atomically to `folder/README.md`.
 
-    The lineage (original release -> converted -> fine-tuned) and the verification record, when the folder
-    has them, are appended as their own sections (zoo.verification.card_section).
-    """
+    How it was rendered (variant, template, ...) is kept in `folder/.zoo-card.json` (not published), so
+    that `upload_folder` can render it again for the repo it is published to. The lineage (original release
+    -> converted -> fine-tuned) and the verification record, when the folder has them, are appended as their
+    own sections (zoo.verification.card_section)."""
     from .verification import card_section
 
     card = render_card(folder, **kwargs)
     text = str(card).rstrip("\n") + "\n" + card_section(folder, base_model=kwargs.get("base_model"))
+    state = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in kwargs.items() if k != "repo_id"}
+    try:
+        atomic_write_text(Path(folder) / CARD_STATE_FILE, json.dumps(
+            {"render": state, "readme_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}, sort_keys=True))
+    except TypeError:  # `extra` holds something JSON cannot hold: the card cannot be re-rendered on publish
+        (Path(folder) / CARD_STATE_FILE).unlink(missing_ok=True)
     return atomic_write_text(Path(folder) / "README.md", text)
+
+
+def rerender_card_for(folder: str | os.PathLike, repo_id: str) -> bool:
+    """Render the folder's card again with `repo_id` (title, snippets, model_name) when write_card made it
+    and nobody edited it since; returns False (card untouched) otherwise: no `.zoo-card.json`, or a
+    README.md that differs from what write_card wrote (an edited card is published as it is)."""
+    folder = Path(folder)
+    state_file, readme = folder / CARD_STATE_FILE, folder / "README.md"
+    if not state_file.is_file() or not readme.is_file() or not (folder / "config.json").is_file():
+        return False
+    try:
+        state = json.loads(state_file.read_text())
+    except ValueError:
+        return False
+    if not isinstance(state, dict) or not isinstance(state.get("render"), dict):
+        return False
+    if sha256_file(readme) != state.get("readme_sha256"):
+        return False
+    write_card(folder, repo_id=repo_id, **state["render"])
+    return True
 
 
 # --------------------------------------------------------------------------------------------- metadata
@@ -240,7 +438,7 @@ PIPELINE_TAGS = {
     "audio-classification", "audio-to-audio", "feature-extraction", "fill-mask", "graph-ml",
     "image-classification", "sentence-similarity", "tabular-classification", "tabular-regression",
     "text-classification", "text-generation", "text-to-audio", "text-to-speech", "token-classification",
-    "question-answering", "zero-shot-classification",
+    "question-answering", "zero-shot-classification", "other",
 }
 _TASK_PIPELINE = {
     "pre-training": "feature-extraction", "mel-to-waveform": "audio-to-audio", "vocoder": "audio-to-audio",
@@ -784,6 +982,8 @@ def upload_folder(
     from huggingface_hub.errors import HfHubHTTPError
 
     folder = Path(folder)
+    if not dry_run:
+        rerender_card_for(folder, repo_id)  # the card names the repo it is published to
     if validate:
         files = validate_folder(folder).files
     else:

@@ -13,6 +13,7 @@ from zoo.models.deq import (
     DeqTransformerModel,
     MdeqConfig,
     MdeqForImageClassification,
+    MdeqImageProcessor,
     MdeqModel,
 )
 from zoo.registry import ModelEntry, OriginalCheckpoint, register_model
@@ -34,7 +35,7 @@ def mdeq_dummy_inputs(config: MdeqConfig, model_class: type) -> dict[str, Any]:
 
 register_family(
     "mdeq", MdeqConfig, MdeqModel, {"AutoModelForImageClassification": MdeqForImageClassification},
-    dummy_inputs=mdeq_dummy_inputs,
+    processors={"AutoImageProcessor": MdeqImageProcessor}, dummy_inputs=mdeq_dummy_inputs,
 )
 
 _TINY_TEST = {"num_channels": [8, 16], "head_channels": [4, 8], "final_chansize": 16, "expansion_factor": 2,

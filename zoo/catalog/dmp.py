@@ -16,6 +16,7 @@ from zoo.models.dmp import (
     DmpForPreTraining,
     DmpForSequenceClassification,
     DmpModel,
+    DmpProcessor,
     DmpTokenizer,
 )
 from zoo.registry import ModelEntry, register_model
@@ -68,7 +69,7 @@ register_family(
     DmpConfig,
     DmpModel,
     {"AutoModelForPreTraining": DmpForPreTraining, "AutoModelForSequenceClassification": DmpForSequenceClassification},
-    processors={"AutoTokenizer": DmpTokenizer},
+    processors={"AutoTokenizer": DmpTokenizer, "AutoProcessor": DmpProcessor},
     dummy_inputs=dummy_inputs,
 )
 

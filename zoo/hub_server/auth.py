@@ -69,6 +69,10 @@ class TokenFile:
             handle.write(f"# zoo hub tokens: TOKEN USER [read|write]\n{token} {user} write\n")
         return token
 
+    def write_token(self) -> str | None:
+        """The first write token of the file (what `zoo hub serve` shows for an existing root), or None."""
+        return next((token for token, (_, can_write) in self._load().items() if can_write), None)
+
     def _load(self) -> dict[str, tuple[str, bool]]:
         try:
             mtime = self.path.stat().st_mtime_ns

@@ -38,14 +38,18 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError:
         print(f"zoo hub: another server is already serving {root}; one server per root", file=sys.stderr)
         return 1
-    created = TokenFile(token_file).ensure()
+    tokens = TokenFile(token_file)
+    created = tokens.ensure()
+    existing = None if created else tokens.write_token()
     from .app import Limits
 
     app = create_app(root, token_file, Limits(body_idle_s=args.body_timeout, body_total_s=max(args.body_timeout, 120.0),
                                               commit_body=args.max_commit_mb * 1024 * 1024))
     url = f"http://{args.host}:{args.port}"
     print(f"zoo hub: serving {root} on {url}", flush=True)
-    print(f"zoo hub: tokens in {token_file}" + (f" (new write token: {created})" if created else ""), flush=True)
+    shown = (f" (new write token: {created})" if created else f" (write token: {existing})" if existing
+             else " (no write token in it: add a line 'TOKEN USER write')")
+    print(f"zoo hub: tokens in {token_file}{shown}", flush=True)
     print(f"zoo hub: clients: export HF_ENDPOINT={url} HF_HUB_DISABLE_XET=1 HF_TOKEN=<token>", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
                 http=guarded_protocol(args.header_timeout), timeout_keep_alive=args.keep_alive_timeout,

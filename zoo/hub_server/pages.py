@@ -34,6 +34,7 @@ pre{background:#f6f8fa;padding:12px;border-radius:6px;overflow:auto}
 .tag{display:inline-block;background:#ddf4ff;color:#0969da;border-radius:12px;padding:1px 8px;margin:1px;font-size:12px}
 input[type=search]{padding:6px 10px;width:320px;border:1px solid #d0d7de;border-radius:6px}
 button{padding:6px 12px;border-radius:6px;border:1px solid #d0d7de;background:#f6f8fa}
+.card img{max-width:100%;height:auto}
 .card h1{font-size:24px}.card h2{font-size:19px;border-bottom:1px solid #d8dee4;padding-bottom:4px}
 """
 
@@ -97,10 +98,21 @@ def render_index(hub: HubApp, ident: Identity, search: str = "") -> str:
     return _page("zoo hub — models", body)
 
 
-def _markdown(text: str) -> str:
+def _markdown(text: str, files_base: str | None = None) -> str:
+    """Markdown to HTML; with `files_base`, relative image and link targets (a card's `![](curves.png)`)
+    point into the repo's files at that base, as on the Hub."""
     from markdown_it import MarkdownIt
 
-    return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").render(text)
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+    tokens = md.parse(text)
+    if files_base:
+        for token in tokens:
+            for child in token.children or []:
+                attr = "src" if child.type == "image" else "href" if child.type == "link_open" else None
+                target = str(child.attrs.get(attr, "")) if attr else ""
+                if target and not target.startswith(("#", "/")) and ":" not in target.split("/", 1)[0]:
+                    child.attrs[attr] = files_base + target.removeprefix("./")
+    return md.renderer.render(tokens, md.options, {})
 
 
 MAX_CARD_BYTES = 200_000  # a model page renders at most this much of README.md (markdown costs ~10 µs/byte)
@@ -173,7 +185,8 @@ def render_model(hub: HubApp, ident: Identity, repo_id: str, revision: str, base
     )
     readme = files.get("README.md")
     card_html = (
-        _markdown(_card_body(_read_card(store.blob_path(readme["sha256"]))))
+        _markdown(_card_body(_read_card(store.blob_path(readme["sha256"]))),
+                  files_base=f"/{quote(repo_id)}/resolve/{quote(commit_id)}/")
         if readme else "<p class=muted>This repo has no model card (README.md).</p>"
     )
     file_rows = "".join(

@@ -96,11 +96,19 @@ def load_digits_recipe(options: RecipeOptions) -> RecipeData:
     return RecipeData(
         train=features(train_index), eval=features(eval_index), collator=collate_images,
         model_overrides={**MODEL_OVERRIDES, "image_mean": mean, "image_std": std}, compute_metrics=digits_metrics, metric_for_best_model="accuracy",
+        processor=digits_processor(mean, std),
         results_spec={"task_type": "image-classification", "dataset_type": "sklearn-digits",
                       "dataset_name": "scikit-learn digits (UCI optdigits, 8x8)", "dataset_split": "20% held out",
                       "metrics": {"accuracy": "accuracy"}},
         datasets=[],
     )
+
+
+def digits_processor(mean: float, std: float):
+    """The image processor saved with a digits MDEQ: raw 0..16 digits -> /16, minus mean, over std."""
+    from zoo.models.deq import MdeqImageProcessor
+
+    return MdeqImageProcessor(rescale_factor=1 / 16, image_mean=mean, image_std=std, size=[8, 8], num_channels=1)
 
 
 def held_out_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -119,9 +127,11 @@ def classify_digit(model_path: str, index: int = 0) -> str:
 
     model = AutoModelForImageClassification.from_pretrained(model_path).eval()
     images, labels = held_out_digits()
-    pixels = (images[index] / 16.0 - model.config.image_mean) / model.config.image_std
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(model_path)
     with torch.no_grad():
-        out = model(pixel_values=torch.from_numpy(pixels)[None, None].float())
+        out = model(**processor([images[index]]))
     predicted = int(out.logits.argmax(-1))
     return (f"held-out digit #{index} (true {labels[index]}): predicted {predicted}, "
             f"{int(out.solver_steps[0])} solver evaluations, relative residual {float(out.rel_residual[0]):.2e}")

@@ -28,7 +28,7 @@ from transformers import EvalPrediction
 from ..demo import DemoResult, register_demo
 from ..fileio import atomic_write_json
 from ..finetune import Recipe, RecipeData, RecipeOptions, finetune, register_recipe
-from ..models.dmp import DmpDataCollator, DmpFeaturizer, DmpTokenizer
+from ..models.dmp import DmpDataCollator, DmpFeaturizer, DmpProcessor, DmpTokenizer
 from .metrics import roc_auc
 
 __all__ = ["b3db_molecules", "binary_roc_auc", "compare_branches", "scaffold_split"]
@@ -124,9 +124,10 @@ def _loader(branch: str):
             collator=DmpDataCollator(label_dtype=torch.long),
             model_overrides={
                 "num_labels": 2, "problem_type": "single_label_classification",
+                "id2label": {0: "BBB-", 1: "BBB+"}, "label2id": {"BBB-": 0, "BBB+": 1},
                 "coeff_transformer": coeff_transformer, "coeff_gnn": coeff_gnn,
             },
-            compute_metrics=_compute_metrics, metric_for_best_model="roc_auc", processor=tokenizer,
+            compute_metrics=_compute_metrics, metric_for_best_model="roc_auc", processor=DmpProcessor(tokenizer),
             results_spec={
                 "task_type": "graph-classification", "dataset_type": "b3db", "dataset_name": "B3DB (BBB+/BBB-)",
                 "dataset_split": "scaffold 20%", "metrics": {"roc_auc": "roc_auc", "accuracy": "accuracy"},

@@ -110,7 +110,9 @@ def load_bbb(options: RecipeOptions) -> RecipeData:
         }
 
     return RecipeData(
-        train=train, eval=evaluation, collator=featurizer.collate, model_overrides={"num_classes": 1},
+        train=train, eval=evaluation, collator=featurizer.collate,
+        # one logit: its sigmoid is P(BBB+) (label 1 in B3DB's BBB+/BBB- column)
+        model_overrides={"num_classes": 1, "id2label": {0: "BBB+"}, "label2id": {"BBB+": 0}},
         compute_metrics=compute_metrics, metric_for_best_model="roc_auc", processor=featurizer,
         results_spec={"task_type": "graph-classification", "dataset_type": "b3db", "dataset_name": "B3DB BBB+/-",
                       "dataset_split": "scaffold 20%", "metrics": {"roc_auc": "roc_auc", "accuracy": "accuracy"}},

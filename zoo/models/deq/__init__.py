@@ -14,6 +14,7 @@ from .equilibrium_deq import (
     phantom_gradient,
     solve_equilibrium,
 )
+from .image_processing_mdeq import MdeqImageProcessor
 from .modeling_deq_transformer import (
     DeqTransformerForCausalLM,
     DeqTransformerLMOutput,
@@ -34,7 +35,7 @@ __all__ = [
     "DeqTransformerConfig", "DeqTransformerForCausalLM", "DeqTransformerLMOutput", "DeqTransformerModel",
     "DeqTransformerModelOutput", "DeqTransformerPreTrainedModel",
     "SOLVERS", "DeqConvergenceWarning", "EquilibriumResult", "MdeqConfig", "MdeqForImageClassification",
-    "MdeqImageClassifierOutput", "MdeqModel", "MdeqModelOutput", "MdeqPreTrainedModel", "SolverSettings",
+    "MdeqImageClassifierOutput", "MdeqImageProcessor", "MdeqModel", "MdeqModelOutput", "MdeqPreTrainedModel", "SolverSettings",
     "SolverStats", "anderson", "broyden", "fixed_point_iteration", "hutchinson_jacobian_loss", "phantom_gradient",
     "solve_equilibrium",
 ]

@@ -17,11 +17,12 @@ from .modeling_dmp import (
     DmpSequenceClassifierOutput,
     consistency_loss,
 )
+from .processing_dmp import DmpProcessor
 from .tokenization_dmp import DmpTokenizer, canonicalize_smiles, split_smiles
 
 __all__ = [
     "DmpConfig", "DmpDataCollator", "DmpFeaturizer", "DmpForPreTraining", "DmpForPreTrainingOutput",
-    "DmpForSequenceClassification", "DmpModel", "DmpModelOutput", "DmpPreTrainedModel",
+    "DmpForSequenceClassification", "DmpModel", "DmpModelOutput", "DmpPreTrainedModel", "DmpProcessor",
     "DmpSequenceClassifierOutput", "DmpTokenizer", "EncodedMolecules", "canonicalize_smiles", "consistency_loss",
     "mask_atoms", "mask_tokens", "split_smiles",
 ]
