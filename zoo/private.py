@@ -234,6 +234,8 @@ def finetune_private(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+    adapter = dp_adapter(entry.family)
+    overrides = {**(model_overrides or {}), **adapter.refuse_or_overrides(entry.family, privacy.swap_batchnorm)}
     options = options or RecipeOptions(seed=seed)
     data = spec.load(options)
     train_size = len(data.train)
@@ -242,9 +244,6 @@ def finetune_private(
     previous = _previous_run(privacy, recipe, fingerprint)
     rank, world = _distributed()
 
-    overrides = dict(model_overrides or {})
-    adapter = dp_adapter(entry.family)
-    overrides.update(adapter.refuse_or_overrides(entry.family, privacy.swap_batchnorm))
     start = privacy.resume_from if previous else pretrained
     model = build_model(variant, data, pretrained=start, revision=revision, seed=seed, model_overrides=overrides)
     adapter.check_model(model, entry.family)
@@ -274,13 +273,13 @@ def finetune_private(
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=spec.weight_decay)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    engine = PrivacyEngine(accountant=privacy.accountant)
-    engine.accountant.history = list(history)
     clipping, extra = _clipping_arguments(privacy, trainable, batch * 1.0, noise)
     wrapped = DPDDP(model) if world > 1 else model
     with warnings.catch_warnings():
+        # secure_mode needs torchcsprng, which has no build for current torch; the noise comes from torch's RNG
         warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
-        warnings.filterwarnings("ignore", message=".*Optimal order is the (largest|smallest) alpha.*")
+        engine = PrivacyEngine(accountant=privacy.accountant)
+        engine.accountant.history = list(history)
         dp_model, dp_optimizer, dp_loader = engine.make_private(
             module=wrapped, optimizer=optimizer, data_loader=loader, noise_multiplier=noise,
             max_grad_norm=extra.pop("max_grad_norm"), poisson_sampling=True, clipping=clipping,
@@ -300,6 +299,8 @@ def finetune_private(
 
     progress = tqdm(total=allowed, desc=f"DP fine-tuning {variant} on {recipe}", disable=rank != 0)
     epoch = 0
+    warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with "
+                            "respect to module outputs since no inputs require gradients")  # Opacus' hooks
     while step < allowed:
         for batch_data in dp_loader:
             if step >= allowed:
