@@ -269,6 +269,11 @@ def finetune_private(
                                            sample_rate=sample_rate, steps=planned, accountant=privacy.accountant,
                                            epsilon_tolerance=0.005))
     allowed = _steps_within(history, noise, sample_rate, privacy.delta, privacy.epsilon, privacy.accountant, planned)
+    if allowed == 0:
+        raise PrivacyError(
+            f"the privacy budget is already spent: {privacy.resume_from} used epsilon "
+            f"{epsilon_for(history, privacy.delta, privacy.accountant):.4f} and one more step (noise "
+            f"{noise:.4f}, rate {sample_rate:.4g}) would go past the target {privacy.epsilon:g}; nothing was trained")
 
     torch.manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=spec.weight_decay)
