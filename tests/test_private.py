@@ -256,6 +256,29 @@ def test_toy_dp_run_learns_and_stops_at_the_budget_when_resumed(tmp_path):
     assert "Stopped early" in (tmp_path / "c" / "README.md").read_text()
 
 
+def test_browse_page_shows_the_privacy_spent(tmp_path):
+    import urllib.request
+
+    from zoo.hub import upload_folder, validate_folder
+    from zoo.hub_server import LocalHub
+
+    pytest.importorskip("starlette")
+    metrics = finetune_private("toy_tiny", "toy_halves", tmp_path / "run", PrivacyOptions(epsilon=2, delta=1e-3),
+                               card_template=TOY_CARD, max_steps=2)
+    validate_folder(tmp_path / "run")
+    hub = LocalHub.start(tmp_path / "hub")
+    try:
+        upload_folder(tmp_path / "run", "org/toy-dp", endpoint=hub.url, token=hub.token)
+        with urllib.request.urlopen(f"{hub.url}/org/toy-dp", timeout=30) as response:
+            page = response.read().decode()
+    finally:
+        hub.stop()
+    table = page.split("<table id=privacy>", 1)[1].split("</table>", 1)[0]
+    assert f"<th>epsilon</th><td>{round(metrics['privacy']['epsilon'], 4)}</td>" in table
+    assert "<th>accountant</th><td>rdp</td>" in table and "<th>noise_multiplier</th>" in table
+    assert "<h2>Privacy</h2>" in page  # the card's own section, rendered
+
+
 # ------------------------------------------------------------------------------------------ refusals
 def test_refuses_a_recipe_without_a_per_example_unit(tmp_path):
     with pytest.raises(PrivacyError, match="random crops of recorded sentences"):
