@@ -240,9 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
         for family in tqdm(families, desc="utility"):
             results["utility"][family] = utility(family, Path(args.workdir), args.epsilons, args.train_samples,
                                                  args.eval_samples, args.epochs, args.utility_batch_size, args.seed)
-        results["utility_settings"] = {"train_samples": args.train_samples, "eval_samples": args.eval_samples,
-                                       "epochs": args.epochs, "batch_size": args.utility_batch_size,
-                                       "clipping": "per-layer", "max_grad_norm": 1.0, "accountant": "rdp"}
+            results["utility"][family]["settings"] = {
+                "max_train_samples": args.train_samples, "max_eval_samples": args.eval_samples, "seed": args.seed,
+                "clipping": "per-layer", "max_grad_norm": 1.0, "accountant": "rdp", "threads": args.threads}
     results["load_average"] = {"before": load_before, "after": os.getloadavg()}
     out.write_text(json.dumps(results, indent=2))
     _plot(results, out.with_suffix(".png"))

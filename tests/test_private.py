@@ -145,9 +145,9 @@ def test_per_example_gradients_equal_one_at_a_time_autograd(name):
 
 
 # ------------------------------------------------------------------------------------------ clipping
-@pytest.mark.parametrize("clipping", ["flat", "per_layer"])
+@pytest.mark.parametrize("clipping", ["flat", "per_layer", "adaptive"])
 def test_clipped_per_example_gradients_never_exceed_the_bound(clipping):
-    from opacus.optimizers import DPOptimizer, DPPerLayerOptimizer
+    from opacus.optimizers import AdaClipDPOptimizer, DPOptimizer, DPPerLayerOptimizer
 
     torch.manual_seed(0)
     family, model, items, collator = _graphormer()
@@ -158,10 +158,16 @@ def test_clipped_per_example_gradients_never_exceed_the_bound(clipping):
     per_tensor = bound / len(params) ** 0.5
     norms = torch.stack([samples[n].flatten(1).norm(dim=1) for n in names], dim=1)  # [examples, tensors]
     assert (norms.norm(dim=1) > bound).any() and (norms.norm(dim=1) < 1e3).all()
-    optimizer_class = DPOptimizer if clipping == "flat" else DPPerLayerOptimizer
-    optimizer = optimizer_class(torch.optim.SGD(params, lr=0.1), noise_multiplier=0.0,
-                                max_grad_norm=bound if clipping == "flat" else [per_tensor] * len(params),
-                                expected_batch_size=1)
+    sgd = torch.optim.SGD(params, lr=0.1)
+    if clipping == "per_layer":
+        optimizer = DPPerLayerOptimizer(sgd, noise_multiplier=0.0, max_grad_norm=[per_tensor] * len(params),
+                                        expected_batch_size=1)
+    elif clipping == "adaptive":  # the bound moves between steps; each step clips to the current one
+        optimizer = AdaClipDPOptimizer(sgd, noise_multiplier=0.0, max_grad_norm=bound, expected_batch_size=1,
+                                       target_unclipped_quantile=0.5, clipbound_learning_rate=0.2,
+                                       max_clipbound=1.0, min_clipbound=1e-4, unclipped_num_std=1.0)
+    else:
+        optimizer = DPOptimizer(sgd, noise_multiplier=0.0, max_grad_norm=bound, expected_batch_size=1)
     for index in range(len(items)):
         for name, p in zip(names, params):
             p.grad_sample = samples[name][index:index + 1].float()
@@ -172,7 +178,7 @@ def test_clipped_per_example_gradients_never_exceed_the_bound(clipping):
         assert total <= bound * (1 + 1e-5)
         if clipping == "per_layer":
             assert all(c.norm() <= per_tensor * (1 + 1e-5) for c in clipped)
-        else:  # flat: the direction is kept and the norm is min(||g||, C)
+        else:  # flat and adaptive: the direction is kept and the norm is min(||g||, C)
             full = torch.cat([samples[n][index].flatten() for n in names]).float()
             expected = full * min(1.0, bound / float(full.norm()))
             torch.testing.assert_close(torch.cat([c.flatten() for c in clipped]), expected, atol=1e-6, rtol=1e-4)

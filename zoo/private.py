@@ -243,6 +243,8 @@ def finetune_private(
     fingerprint = _fingerprint(recipe, options, train_size)
     previous = _previous_run(privacy, recipe, fingerprint)
     rank, world = _distributed()
+    if world > 1 and privacy.clipping == "adaptive":
+        raise PrivacyError("--clipping adaptive is single-process only in Opacus; use flat or per-layer under torchrun")
 
     start = privacy.resume_from if previous else pretrained
     model = build_model(variant, data, pretrained=start, revision=revision, seed=seed, model_overrides=overrides)
@@ -251,7 +253,8 @@ def finetune_private(
 
     batch = batch_size or spec.batch_size
     lr = learning_rate if learning_rate is not None else spec.learning_rate
-    generator = torch.Generator().manual_seed(seed + rank)
+    # Poisson sampling and the noise must stay secret to the adversary: fresh entropy, never the run's seed
+    generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
     loader = torch.utils.data.DataLoader(data.train, batch_size=batch, shuffle=True, generator=generator,
                                          collate_fn=_PoissonCollator(data.collator))
     steps_per_epoch = len(loader)
@@ -288,7 +291,7 @@ def finetune_private(
         dp_model, dp_optimizer, dp_loader = engine.make_private(
             module=wrapped, optimizer=optimizer, data_loader=loader, noise_multiplier=noise,
             max_grad_norm=extra.pop("max_grad_norm"), poisson_sampling=True, clipping=clipping,
-            noise_generator=torch.Generator().manual_seed(seed + 7919 * rank) if world == 1 else None, **extra,
+            noise_generator=torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little")), **extra,
         )
     adapter.attach(model)
     warmup = int(spec.warmup_ratio * allowed)
@@ -354,7 +357,8 @@ def finetune_private(
             privacy, trainable, dp_optimizer), "poisson_sampling": True, "batch_size": batch,
         "expected_batch_size": sample_rate * train_size, "train_size": train_size, "privacy_unit": unit,
         "recipe": recipe, "data_fingerprint": fingerprint, "world_size": world,
-        "opacus_version": _opacus_version(), "resumed_from": privacy.resume_from, "stopped": stopped,
+        "opacus_version": _opacus_version(), "randomness": "sampling and noise from torch generators seeded with "
+        "os.urandom (Opacus secure_mode needs torchcsprng, not available for this torch)", "resumed_from": privacy.resume_from, "stopped": stopped,
         "per_sample_rules": adapter.describe(),
     }
     if previous:
