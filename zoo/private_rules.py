@@ -12,8 +12,9 @@ tests/test_private.py:
   NAS-BERT's pointwise convolutions, applied as F.linear on the conv weight (closed form);
 - a parameter directly on a module without an Opacus rule: Graphormer head's learned bias (the sum
   of the gradient over outputs);
-- DMP's GNN, whose layers see atoms and bonds, not molecules: Opacus' rows are atoms (bonds), summed
-  here into their molecule and rescaled from Opacus' per-row "mean" scaling to per-molecule.
+- DMP's GNN, whose layers see atoms and bonds, not molecules: during a DP run its Linear, Embedding and
+  GroupNorm modules become same-behaviour subclasses whose Opacus grad samplers group the rows by
+  molecule (never materialising one gradient per atom), with Opacus' batch size set to the molecules.
 """
 
 from __future__ import annotations
@@ -147,38 +148,112 @@ class DmpAdapter(DpAdapter):
     swap_overrides = {"gnn_norm": "group"}
     rules = (
         "classifier.out_proj: called as a module during DP runs (the same linear map as the product + sum)",
-        "GNN atom- and bond-level layers: Opacus' per-atom / per-bond gradients summed per molecule",
+        "GNN atom- and bond-level Linear / Embedding / GroupNorm: per-molecule gradients straight from the "
+        "atom (bond) rows grouped by molecule (segment grad samplers registered with Opacus)",
     )
 
     def attach(self, model: nn.Module) -> None:
         classifier = getattr(model, "classifier", None)
         if classifier is not None and hasattr(classifier, "out_proj"):
             classifier.branch = types.MethodType(_branch_through_module, classifier)
+        self._swapped: list[tuple[nn.Module, type]] = []
+        gnn = model.dmp.gnn
+        for name, module in gnn.named_modules():
+            segment_class = _SEGMENT_CLASSES.get(type(module))
+            if segment_class is not None:
+                self._swapped.append((module, type(module)))
+                module.__class__ = segment_class  # same forward; only Opacus' choice of grad sampler changes
+                module.dp_rows = "bonds" if ".edge_encoder." in f".{name}." else "atoms"
+        self._handles.append(model.register_forward_pre_hook(self._set_segments, with_kwargs=True))
+
+    def _set_segments(self, model: nn.Module, args: tuple, kwargs: dict) -> None:
+        if not (model.training and torch.is_grad_enabled()) or kwargs.get("atom_batch") is None:
+            return
+        atom_graph = kwargs["atom_batch"]
+        bond_graph = atom_graph[kwargs["edge_index"][0]]
+        reference = kwargs.get("labels") if kwargs.get("labels") is not None else kwargs.get("input_ids")
+        graphs = int(reference.shape[0]) if reference is not None else int(atom_graph.max()) + 1
+        for module, _ in self._swapped:
+            module.dp_segments = (atom_graph if module.dp_rows == "atoms" else bond_graph, graphs)
+            module.max_batch_len = graphs  # Opacus' batch size for this module: molecules, not rows
 
     def detach(self, model: nn.Module) -> None:
         super().detach(model)
         classifier = getattr(model, "classifier", None)
         if classifier is not None and "branch" in vars(classifier):
             del classifier.branch
+        for module, original in getattr(self, "_swapped", []):
+            module.__class__ = original
+            for attribute in ("dp_rows", "dp_segments", "max_batch_len"):
+                module.__dict__.pop(attribute, None)
+        self._swapped = []
 
-    def after_backward(self, model: nn.Module, batch: dict[str, Any]) -> None:
-        if "atom_batch" not in batch or model.config.coeff_gnn == 0:
-            return
-        graphs = int(batch["labels"].shape[0])
-        atom_graph = batch["atom_batch"]
-        bond_graph = atom_graph[batch["edge_index"][0]]
-        for name, module in model.dmp.gnn.named_modules():
-            index = bond_graph if ".edge_encoder." in f".{name}." else atom_graph
-            for param in module.parameters(recurse=False):
-                sample = getattr(param, "grad_sample", None)
-                if sample is None or not param.requires_grad:
-                    continue
-                if sample.shape[0] != index.shape[0]:
-                    raise PrivacyError(f"DMP GNN parameter {name}: {sample.shape[0]} per-row gradients for "
-                                       f"{index.shape[0]} rows; cannot attribute them to molecules")
-                per_graph = sample.new_zeros((graphs, *sample.shape[1:])).index_add_(0, index, sample)
-                # Opacus scaled each row's gradient by the number of rows; per-molecule wants the number of molecules
-                param.grad_sample = per_graph * (graphs / index.shape[0])
+
+class _SegmentLinear(nn.Linear):
+    """nn.Linear over atom / bond rows; Opacus gives it the per-molecule rule below."""
+
+
+class _SegmentEmbedding(nn.Embedding):
+    """nn.Embedding over atom / bond rows; per-molecule rule below."""
+
+
+class _SegmentGroupNorm(nn.GroupNorm):
+    """nn.GroupNorm over atom rows; per-molecule rule below."""
+
+
+_SEGMENT_CLASSES = {nn.Linear: _SegmentLinear, nn.Embedding: _SegmentEmbedding, nn.GroupNorm: _SegmentGroupNorm}
+
+
+def _padded_by_segment(rows: torch.Tensor, segment: torch.Tensor, count: int) -> torch.Tensor:
+    """[R, F] rows -> [count, longest segment, F], zero-padded (rows need not be sorted by segment)."""
+    sizes = torch.bincount(segment, minlength=count)
+    order = torch.argsort(segment, stable=True)
+    starts = torch.cumsum(sizes, 0) - sizes
+    position = torch.empty_like(segment)
+    position[order] = torch.arange(segment.numel(), device=segment.device) - starts[segment[order]]
+    padded = rows.new_zeros((count, int(sizes.max()) if sizes.numel() else 0, rows.shape[-1]))
+    padded[segment, position] = rows
+    return padded
+
+
+def _segment_linear_rule(layer: nn.Linear, activations: list, backprops: torch.Tensor) -> dict:
+    segment, count = layer.dp_segments
+    inputs = activations[0].reshape(-1, layer.in_features)
+    grads = backprops.reshape(-1, layer.out_features)
+    result = {}
+    if layer.weight.requires_grad:
+        result[layer.weight] = torch.einsum("gno,gni->goi", _padded_by_segment(grads, segment, count),
+                                            _padded_by_segment(inputs, segment, count))
+    if layer.bias is not None and layer.bias.requires_grad:
+        result[layer.bias] = grads.new_zeros((count, layer.out_features)).index_add_(0, segment, grads)
+    return result
+
+
+def _segment_embedding_rule(layer: nn.Embedding, activations: list, backprops: torch.Tensor) -> dict:
+    if not layer.weight.requires_grad:
+        return {}
+    segment, count = layer.dp_segments
+    indices = activations[0].reshape(-1)
+    grads = backprops.reshape(-1, layer.embedding_dim)
+    if layer.padding_idx is not None:
+        grads = grads * (indices != layer.padding_idx).unsqueeze(-1).to(grads.dtype)
+    flat = segment * layer.num_embeddings + indices
+    table = grads.new_zeros((count * layer.num_embeddings, layer.embedding_dim)).index_add_(0, flat, grads)
+    return {layer.weight: table.view(count, layer.num_embeddings, layer.embedding_dim)}
+
+
+def _segment_group_norm_rule(layer: nn.GroupNorm, activations: list, backprops: torch.Tensor) -> dict:
+    import torch.nn.functional as F
+
+    segment, count = layer.dp_segments
+    normalised = F.group_norm(activations[0], layer.num_groups, eps=layer.eps)
+    result = {}
+    if layer.weight is not None and layer.weight.requires_grad:
+        result[layer.weight] = backprops.new_zeros((count, layer.num_channels)).index_add_(
+            0, segment, normalised * backprops)
+    if layer.bias is not None and layer.bias.requires_grad:
+        result[layer.bias] = backprops.new_zeros((count, layer.num_channels)).index_add_(0, segment, backprops)
+    return result
 
 
 def _branch_through_module(self: nn.Module, x: torch.Tensor, dense: nn.Linear) -> torch.Tensor:
@@ -248,6 +323,9 @@ def _register_opacus_rules() -> None:
     from .models.graphormer.modeling_graphormer import GraphormerGraphHead
 
     register_grad_sampler(GraphormerGraphHead)(_graphormer_head_rule)
+    register_grad_sampler(_SegmentLinear)(_segment_linear_rule)
+    register_grad_sampler(_SegmentEmbedding)(_segment_embedding_rule)
+    register_grad_sampler(_SegmentGroupNorm)(_segment_group_norm_rule)
 
 
 def dp_adapter(family: str) -> DpAdapter:
