@@ -373,3 +373,23 @@ def test_two_process_dp_run_spends_the_same_epsilon_as_one(tmp_path):
     assert {float(line[2]) for line in lines} == {single["privacy"]["epsilon"]}
     saved = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert saved["world_size"] == 2 and saved["privacy"]["steps"] == single["privacy"]["steps"] == 4
+
+
+def test_dmp_groupnorm_swap_keeps_the_checkpoint_affine_weights(tmp_path):
+    from zoo.models.dmp import DmpConfig, DmpForSequenceClassification
+
+    tiny = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, gnn_num_layers=2,
+                gnn_hidden_size=12, num_labels=2)
+    original = DmpForSequenceClassification(DmpConfig(**tiny))
+    with torch.no_grad():
+        original.dmp.gnn.norms[1].weight.uniform_(0.5, 1.5)
+    original.save_pretrained(tmp_path / "bn")
+    swapped = DmpForSequenceClassification.from_pretrained(tmp_path / "bn", gnn_norm="group", gnn_norm_groups=3)
+    norm = swapped.dmp.gnn.norms[1]
+    assert isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == 3
+    torch.testing.assert_close(norm.weight, original.dmp.gnn.norms[1].weight)
+    swapped.save_pretrained(tmp_path / "gn")
+    again = DmpForSequenceClassification.from_pretrained(tmp_path / "gn")
+    assert again.config.gnn_norm == "group" and isinstance(again.dmp.gnn.norms[0], torch.nn.GroupNorm)
+    with pytest.raises(ValueError, match="gnn_norm"):
+        DmpConfig(gnn_norm="layer")
