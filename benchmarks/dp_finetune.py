@@ -233,16 +233,19 @@ def main(argv: list[str] | None = None) -> dict:
         results.setdefault("speed", {})
         for family in tqdm(families, desc="speed"):
             results["speed"][family] = speed(family, args.batch_size, args.repeats, args.warmup)
+        results["speed_load_average"] = {"before": load_before, "after": os.getloadavg()}
         results["speed_settings"] = {"batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup,
                                      "noise_multiplier": 1.0, "max_grad_norm": 1.0, "optimizer": "AdamW"}
     if args.part in ("utility", "all"):
         results.setdefault("utility", {})
         for family in tqdm(families, desc="utility"):
+            family_load = os.getloadavg()
             results["utility"][family] = utility(family, Path(args.workdir), args.epsilons, args.train_samples,
                                                  args.eval_samples, args.epochs, args.utility_batch_size, args.seed)
             results["utility"][family]["settings"] = {
                 "max_train_samples": args.train_samples, "max_eval_samples": args.eval_samples, "seed": args.seed,
-                "clipping": "per-layer", "max_grad_norm": 1.0, "accountant": "rdp", "threads": args.threads}
+                "clipping": "per-layer", "max_grad_norm": 1.0, "accountant": "rdp", "threads": args.threads,
+                "load_average": {"before": family_load, "after": os.getloadavg()}}
     results["load_average"] = {"before": load_before, "after": os.getloadavg()}
     out.write_text(json.dumps(results, indent=2))
     _plot(results, out.with_suffix(".png"))
