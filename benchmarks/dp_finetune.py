@@ -193,6 +193,7 @@ def _plot(results: dict, path: Path) -> None:
             line = panel.plot(eps, values, marker="o", label=f"{family} ({row['metric']})")[0]
             panel.axhline(row["runs"]["non-private"][row["metric"]], color=line.get_color(), linestyle=":")
         panel.set_xscale("log")
+        panel.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         panel.set_xticks([1, 3, 8], ["1", "3", "8"])
         panel.set_xlabel("epsilon (dotted: non-private)")
         panel.set_ylabel("eval metric")
