@@ -67,12 +67,17 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples, seed=args.seed,
         quick=args.quick,
     )
-    metrics = finetune(
-        args.variant, args.dataset, args.out, pretrained=args.pretrained, revision=args.revision,
-        epochs=args.epochs, max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size,
-        seed=args.seed, options=options, overwrite=args.overwrite, eval_steps=args.eval_steps,
-    )
-    print(json.dumps(metrics["eval"], indent=2))
+    if _dp_requested(args):
+        code, metrics = _cmd_finetune_private(args, options)
+        if code:
+            return code
+    else:
+        metrics = finetune(
+            args.variant, args.dataset, args.out, pretrained=args.pretrained, revision=args.revision,
+            epochs=args.epochs, max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size,
+            seed=args.seed, options=options, overwrite=args.overwrite, eval_steps=args.eval_steps,
+        )
+        print(json.dumps(metrics["eval"], indent=2))
     if args.push_to:
         from zoo.hub import write_card
         from zoo.publish import publish_folder
@@ -88,6 +93,43 @@ def converter_families() -> list[str]:
     """Families with a converter (conversion/convert_<family>.py)."""
     return sorted(p.stem.removeprefix("convert_") for p in Path(__file__).resolve().parent.parent.glob(
         "conversion/convert_*.py"))
+
+
+def _dp_requested(args: argparse.Namespace) -> bool:
+    given = [flag for flag, value in (("--dp-delta", args.dp_delta), ("--max-grad-norm", args.max_grad_norm),
+                                      ("--clipping", args.clipping), ("--dp-resume", args.dp_resume))
+             if value is not None] + (["--dp-swap-batchnorm"] if args.dp_swap_batchnorm else [])
+    if given and args.dp_epsilon is None:
+        raise LookupError(f"{', '.join(given)} only apply to a differentially private run: add --dp-epsilon")
+    return args.dp_epsilon is not None
+
+
+def _cmd_finetune_private(args: argparse.Namespace, options) -> tuple[int, dict | None]:
+    from zoo.private import PrivacyError, PrivacyOptions, finetune_private
+
+    privacy = PrivacyOptions(
+        epsilon=args.dp_epsilon, delta=1e-5 if args.dp_delta is None else args.dp_delta,
+        max_grad_norm=1.0 if args.max_grad_norm is None else args.max_grad_norm,
+        clipping=args.clipping or "flat", accountant=args.dp_accountant, swap_batchnorm=args.dp_swap_batchnorm,
+        resume_from=args.dp_resume,
+    )
+    try:
+        metrics = finetune_private(
+            args.variant, args.dataset, args.out, privacy, pretrained=args.pretrained, revision=args.revision,
+            epochs=args.epochs, max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size,
+            seed=args.seed, options=options, overwrite=args.overwrite,
+        )
+    except PrivacyError as err:
+        print(f"zoo finetune: error: {err}", file=sys.stderr)
+        return 2, None
+    spent = metrics["privacy"]
+    print(json.dumps(metrics["eval"], indent=2))
+    print(f"privacy: epsilon {spent['epsilon']:.3f} (target {spent['target_epsilon']:g}), delta {spent['delta']:g}, "
+          f"{spent['accountant']} accountant, noise multiplier {spent['noise_multiplier']:.4f}, "
+          f"sampling rate {spent['sample_rate']:.5f}, {spent['steps']} steps, {spent['clipping']} clipping")
+    if spent["stopped"]:
+        print(f"zoo finetune: {spent['stopped']}", file=sys.stderr)
+    return 0, metrics
 
 
 def _cmd_convert(args: argparse.Namespace, rest: list[str]) -> int:
@@ -236,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-eval-samples", type=int)
     p.add_argument("--quick", action="store_true", help="small data subset")
     p.add_argument("--overwrite", action="store_true")
+    dp = p.add_argument_group("differential privacy (DP-SGD on Opacus; see zoo.private)")
+    dp.add_argument("--dp-epsilon", type=float, help="train with DP-SGD to this epsilon (e.g. 8)")
+    dp.add_argument("--dp-delta", type=float, help="delta of the guarantee (default 1e-5; must be below 1/n)")
+    dp.add_argument("--max-grad-norm", type=float, help="per-example clipping bound C (default 1.0)")
+    dp.add_argument("--clipping", choices=("flat", "per-layer", "adaptive"), help="clipping scheme (default flat)")
+    dp.add_argument("--dp-accountant", choices=("rdp", "prv"), default="rdp")
+    dp.add_argument("--dp-swap-batchnorm", action="store_true",
+                    help="replace BatchNorm with GroupNorm where the family allows it (DMP's GNN)")
+    dp.add_argument("--dp-resume", help="a previous DP run's folder: continue training and its accountant")
 
     families = converter_families()
     p = sub.add_parser("convert", help="convert an original checkpoint: zoo convert FAMILY ORIGINAL OUT_DIR ...",

@@ -29,7 +29,8 @@ from .registry import create_model, model_info
 if TYPE_CHECKING:  # the Trainer stack is imported when a run starts, not on `import zoo`
     from transformers import EvalPrediction
 
-__all__ = ["FinetuneInputError", "Recipe", "RecipeData", "RecipeOptions", "check_finetune_inputs", "finetune", "get_recipe", "list_recipes", "register_recipe"]
+__all__ = ["FinetuneInputError", "Recipe", "RecipeData", "RecipeOptions", "build_model", "check_finetune_inputs", "finetune",
+           "get_recipe", "list_recipes", "register_recipe"]
 
 
 @dataclass
@@ -218,12 +219,8 @@ def finetune(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-    overrides = {**data.model_overrides, **(model_overrides or {})}
-    if pretrained is not None:
-        model = create_model(variant, pretrained=pretrained, revision=revision, ignore_mismatched_sizes=True, **overrides)
-    else:
-        torch.manual_seed(seed)
-        model = create_model(variant, **overrides)
+    model = build_model(variant, data, pretrained=pretrained, revision=revision, seed=seed,
+                        model_overrides=model_overrides)
 
     scratch = Path(tempfile.mkdtemp(prefix=".zoo-finetune-"))
     args = TrainingArguments(
@@ -269,6 +266,16 @@ def finetune(
             write_card(stage, variant=variant, repo_id=out_dir.name, template=card_template)
     shutil.rmtree(scratch, ignore_errors=True)
     return metrics
+
+
+def build_model(variant: str, data: RecipeData, *, pretrained: str | os.PathLike | None = None,
+                revision: str | None = None, seed: int = 0, model_overrides: dict[str, Any] | None = None):
+    """The variant with the recipe's head overrides: from `pretrained` weights, or freshly initialised (seeded)."""
+    overrides = {**data.model_overrides, **(model_overrides or {})}
+    if pretrained is not None:
+        return create_model(variant, pretrained=pretrained, revision=revision, ignore_mismatched_sizes=True, **overrides)
+    torch.manual_seed(seed)
+    return create_model(variant, **overrides)
 
 
 def _base_model(pretrained: bool | str | os.PathLike | None, variant: str | None = None) -> str | None:

@@ -147,6 +147,14 @@ def _eval_rows(card: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def _privacy_box(privacy: Any) -> str:
+    """The card's `privacy` block (written by DP fine-tuning: epsilon, delta, accountant, ...) as a table."""
+    if not isinstance(privacy, dict) or not privacy:
+        return ""
+    rows = "".join(f"<tr><th>{_e(key)}</th><td>{_e(value)}</td></tr>" for key, value in list(privacy.items())[:32])
+    return f"<div class=box><h2>Privacy (differential privacy spent)</h2><table id=privacy>{rows}</table></div>"
+
+
 def render_model(hub: HubApp, ident: Identity, repo_id: str, revision: str, base_url: str) -> str:
     """One model: metadata table, eval results, how to load it, the rendered card, files, history."""
     store = hub.store
@@ -172,6 +180,7 @@ def render_model(hub: HubApp, ident: Identity, repo_id: str, revision: str, base
         "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in evals)
         + "</tbody></table>" if evals else "<p class=muted>No evaluation results in the card metadata.</p>"
     )
+    privacy_html = _privacy_box(card.get("privacy"))
     config = payload.get("config") or {}
     architecture = (config.get("architectures") or ["AutoModel"])[0]
     auto_map = config.get("auto_map") or {}
@@ -207,7 +216,7 @@ def render_model(hub: HubApp, ident: Identity, repo_id: str, revision: str, base
         f"{_e(commit['title'])}</p><p>{ref_links}</p></div>"
         f"<div class=box><h2>Use this model</h2><pre id=load-snippet>{_e(snippet)}</pre></div>"
         f"<div class=box><h2>Metadata</h2><table id=metadata>{meta_rows}</table></div>"
-        f"<div class=box><h2>Evaluation results</h2>{eval_html}</div>"
+        f"<div class=box><h2>Evaluation results</h2>{eval_html}</div>{privacy_html}"
         + render_lineage(hub, ident, repo_id, commit, card) +
         f"<div class='box card' id=card>{card_html}</div>"
         "<div class=box><h2>Files</h2><table id=files><thead><tr><th>file</th><th>size</th><th>storage</th>"

@@ -24,7 +24,8 @@ class DmpConfig(PretrainedConfig):
     fairseq offsets positions by the padding index), `layer_norm_eps`.
     GNN branch (DeeperGCN-style residual message passing with max/min/mean aggregation and BatchNorm):
     `gnn_num_layers`, `gnn_hidden_size`, `gnn_dropout`, `atom_feature_dims`, `bond_feature_dims`,
-    `batch_norm_eps`, `batch_norm_momentum`.
+    `batch_norm_eps`, `batch_norm_momentum`; `gnn_norm` "batch" (the original) or "group" (GroupNorm with
+    `gnn_norm_groups` groups per atom: per-molecule independent, as differentially private training needs).
     Pre-training heads: `projection_ratio` (bottleneck width = ratio x hidden_size), `projection_layers`.
     Downstream head: `coeff_transformer` / `coeff_gnn` weight the two branches' logits (0 switches a branch
     off entirely), `use_dropnet` (probability of dropping one branch per training step), `classifier_activation`,
@@ -56,6 +57,8 @@ class DmpConfig(PretrainedConfig):
         bond_feature_dims: list[int] | tuple[int, ...] = BOND_FEATURE_DIMS,
         batch_norm_eps: float = 1e-5,
         batch_norm_momentum: float = 0.1,
+        gnn_norm: str = "batch",
+        gnn_norm_groups: int = 8,
         projection_ratio: float = 4.0,
         projection_layers: int = 2,
         coeff_transformer: float = 1.0,
@@ -106,6 +109,10 @@ class DmpConfig(PretrainedConfig):
         self.bond_feature_dims = list(bond_feature_dims)
         self.batch_norm_eps = batch_norm_eps
         self.batch_norm_momentum = batch_norm_momentum
+        if gnn_norm not in ("batch", "group"):
+            raise ValueError(f"gnn_norm must be 'batch' or 'group', got {gnn_norm!r}")
+        self.gnn_norm = gnn_norm
+        self.gnn_norm_groups = gnn_norm_groups
         self.projection_ratio = projection_ratio
         self.projection_layers = projection_layers
         self.coeff_transformer = coeff_transformer

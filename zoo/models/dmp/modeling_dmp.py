@@ -221,6 +221,13 @@ class DmpGraphConvolution(nn.Module):
         return self.mlp(hidden + self.aggregate_proj(aggregated))
 
 
+def _gnn_norm(config: DmpConfig) -> nn.Module:
+    # GroupNorm normalises each atom on its own, so one molecule's output never depends on the others in its batch
+    if getattr(config, "gnn_norm", "batch") == "group":
+        return nn.GroupNorm(config.gnn_norm_groups, config.gnn_hidden_size, eps=config.batch_norm_eps)
+    return nn.BatchNorm1d(config.gnn_hidden_size, eps=config.batch_norm_eps, momentum=config.batch_norm_momentum)
+
+
 class DmpGraphEncoder(nn.Module):
     """DMP's DeeperGCN branch: atom embedding, residual convolutions with pre-activation BatchNorm."""
 
@@ -229,13 +236,11 @@ class DmpGraphEncoder(nn.Module):
         self.dropout = config.gnn_dropout
         self.atom_encoder = DmpFeatureEmbedding(config.atom_feature_dims, config.gnn_hidden_size)
         self.layers = nn.ModuleList(DmpGraphConvolution(config) for _ in range(config.gnn_num_layers))
-        self.norms = nn.ModuleList(
-            nn.BatchNorm1d(config.gnn_hidden_size, eps=config.batch_norm_eps, momentum=config.batch_norm_momentum)
-            for _ in range(config.gnn_num_layers)
-        )
+        self.norms = nn.ModuleList(_gnn_norm(config) for _ in range(config.gnn_num_layers))
 
     def forward(self, atom_features, edge_index, bond_features) -> torch.Tensor:
-        _require_batch_statistics(self, atom_features.shape[0], "GNN branch (normalising over atoms)")
+        if getattr(self.norms[0], "track_running_stats", False):
+            _require_batch_statistics(self, atom_features.shape[0], "GNN branch (normalising over atoms)")
         hidden = self.layers[0](self.atom_encoder(atom_features), edge_index, bond_features)
         for layer, norm in zip(self.layers[1:], self.norms[1:]):
             update = F.dropout(F.relu(norm(hidden)), p=self.dropout, training=self.training)

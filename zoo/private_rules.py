@@ -1,0 +1,342 @@
+"""Per-example gradient rules the zoo's families need beyond Opacus' own grad samplers, and DP refusals.
+
+Opacus computes per-example gradients in hooks on the modules that own parameters, from what each call
+of the module saw (inputs, gradient of its output) with the batch in dimension 0. Three kinds of
+parameter escape that and get a rule here, each checked against per-example autograd in
+tests/test_private.py:
+
+- read directly instead of through a module call: Graphormer's graph token and graph-token virtual
+  distance (closed form: the gradient of the output slots they fill), the multi-hop edge tables
+  (per-example autograd through the module's own `_multi_hop`), DMP's output projection, shared by
+  both branches and applied as product + sum (routed through the module during DP runs: same math),
+  NAS-BERT's pointwise convolutions, applied as F.linear on the conv weight (closed form);
+- a parameter directly on a module without an Opacus rule: Graphormer head's learned bias (the sum
+  of the gradient over outputs);
+- DMP's GNN, whose layers see atoms and bonds, not molecules: during a DP run its Linear, Embedding and
+  GroupNorm modules become same-behaviour subclasses whose Opacus grad samplers group the rows by
+  molecule (never materialising one gradient per atom), with Opacus' batch size set to the molecules.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+from torch import nn
+
+from .private import PrivacyError
+
+__all__ = ["DpAdapter", "dp_adapter"]
+
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def _add_grad_sample(param: nn.Parameter, sample: torch.Tensor) -> None:
+    if not param.requires_grad:
+        return
+    sample = sample.detach()
+    existing = getattr(param, "grad_sample", None)
+    param.grad_sample = sample if existing is None else existing + sample
+
+
+class DpAdapter:
+    """Base adapter: refuses BatchNorm; families with extra rules subclass it."""
+
+    swap_overrides: dict[str, Any] | None = None  # config overrides that replace BatchNorm, where allowed
+    rules: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self._handles: list[Any] = []
+
+    def refuse_or_overrides(self, family: str, swap_batchnorm: bool) -> dict[str, Any]:
+        if swap_batchnorm and self.swap_overrides is None:
+            raise PrivacyError(f"--dp-swap-batchnorm: the {family} family has no GroupNorm variant to swap to")
+        return dict(self.swap_overrides or {}) if swap_batchnorm else {}
+
+    def check_model(self, model: nn.Module, family: str) -> None:
+        batchnorms = [name for name, module in model.named_modules() if isinstance(module, _BATCHNORM)]
+        if not batchnorms:
+            return
+        offer = ("pass --dp-swap-batchnorm to train with GroupNorm instead (per-example; its affine weights "
+                 "are kept from the checkpoint, the running statistics are dropped)"
+                 if self.swap_overrides is not None else f"the {family} family has no GroupNorm variant")
+        raise PrivacyError(
+            f"refused: the model has BatchNorm ({', '.join(batchnorms[:4])}{', ...' if len(batchnorms) > 4 else ''}), "
+            "which normalises each example with statistics of the whole batch, so one example changes every "
+            f"other example's gradient and per-example clipping no longer bounds its influence; {offer}")
+
+    def attach(self, model: nn.Module) -> None:
+        """Install the rules (hooks, DP-mode routing) on the unwrapped model."""
+
+    def after_backward(self, model: nn.Module, batch: dict[str, Any]) -> None:
+        """Fix up per-example gradients after `loss.backward()`, before the DP optimizer's step."""
+
+    def detach(self, model: nn.Module) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def describe(self) -> list[str]:
+        return list(self.rules)
+
+
+class GraphormerAdapter(DpAdapter):
+    rules = (
+        "graph_token: gradient of the graph-token slot (closed form)",
+        "graph_token_virtual_distance: gradient of the graph-token row and column of the bias (closed form)",
+        "multi-hop edge tables: per-example autograd through GraphormerAttnBias._multi_hop",
+        "head lm_output_learned_bias: sum of the output gradient (closed form, Opacus grad sampler)",
+    )
+
+    def attach(self, model: nn.Module) -> None:
+        from .models.graphormer.modeling_graphormer import GraphormerAttnBias, GraphormerNodeFeature
+
+        for module in model.modules():
+            if isinstance(module, GraphormerNodeFeature):
+                self._handles.append(module.register_forward_hook(_graph_token_rule))
+            elif isinstance(module, GraphormerAttnBias):
+                self._handles.append(module.register_forward_hook(_attn_bias_rule, with_kwargs=True))
+
+
+def _graph_token_rule(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    if not (module.training and torch.is_grad_enabled() and output.requires_grad):
+        return
+    weight = module.graph_token.weight
+
+    def hook(grad: torch.Tensor) -> None:
+        # Opacus' "mean" convention: the loss is a batch mean, per-example gradients are batch-size times it
+        _add_grad_sample(weight, grad[:, :1, :] * grad.shape[0])
+
+    output.register_hook(hook)
+
+
+def _attn_bias_rule(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+    if not (module.training and torch.is_grad_enabled() and output.requires_grad):
+        return
+    names = ("attn_bias", "spatial_pos", "input_edges", "attn_edge_type")
+    inputs = {**dict(zip(names, args)), **kwargs}
+    virtual = module.graph_token_virtual_distance.weight
+
+    def hook(grad: torch.Tensor) -> None:
+        batch = grad.shape[0]
+        per_example = grad[:, :, 0, :].sum(-1) + grad[:, :, 1:, 0].sum(-1)  # [B, heads]
+        _add_grad_sample(virtual, per_example.unsqueeze(1) * batch)
+        if module.edge_type == "multi_hop":
+            _multi_hop_rule(module, inputs["spatial_pos"], inputs["input_edges"], grad[:, :, 1:, 1:] * batch)
+
+    output.register_hook(hook)
+
+
+def _multi_hop_rule(module: nn.Module, spatial_pos: torch.Tensor, input_edges: torch.Tensor,
+                    grad_edge: torch.Tensor) -> None:
+    params = [p for p in (module.edge_encoder.weight, module.edge_dis_encoder.weight) if p.requires_grad]
+    if not params:
+        return
+    rows: list[list[torch.Tensor]] = [[] for _ in params]
+    with torch.enable_grad():
+        for index in range(grad_edge.shape[0]):
+            edge = module._multi_hop(spatial_pos[index:index + 1], input_edges[index:index + 1])
+            grads = torch.autograd.grad((edge * grad_edge[index:index + 1]).sum(), params, allow_unused=True)
+            for slot, (param, value) in enumerate(zip(params, grads)):
+                rows[slot].append(torch.zeros_like(param) if value is None else value)
+    for param, values in zip(params, rows):
+        _add_grad_sample(param, torch.stack(values))
+
+
+class DmpAdapter(DpAdapter):
+    swap_overrides = {"gnn_norm": "group"}
+    rules = (
+        "classifier.out_proj: called as a module during DP runs (the same linear map as the product + sum)",
+        "GNN atom- and bond-level Linear / Embedding / GroupNorm: per-molecule gradients straight from the "
+        "atom (bond) rows grouped by molecule (segment grad samplers registered with Opacus)",
+    )
+
+    def attach(self, model: nn.Module) -> None:
+        classifier = getattr(model, "classifier", None)
+        if classifier is not None and hasattr(classifier, "out_proj"):
+            classifier.branch = types.MethodType(_branch_through_module, classifier)
+        self._swapped: list[tuple[nn.Module, type]] = []
+        gnn = model.dmp.gnn
+        for name, module in gnn.named_modules():
+            segment_class = _SEGMENT_CLASSES.get(type(module))
+            if segment_class is not None:
+                self._swapped.append((module, type(module)))
+                module.__class__ = segment_class  # same forward; only Opacus' choice of grad sampler changes
+                module.dp_rows = "bonds" if ".edge_encoder." in f".{name}." else "atoms"
+        self._handles.append(model.register_forward_pre_hook(self._set_segments, with_kwargs=True))
+
+    def _set_segments(self, model: nn.Module, args: tuple, kwargs: dict) -> None:
+        if not (model.training and torch.is_grad_enabled()) or kwargs.get("atom_batch") is None:
+            return
+        atom_graph = kwargs["atom_batch"]
+        bond_graph = atom_graph[kwargs["edge_index"][0]]
+        reference = kwargs.get("labels") if kwargs.get("labels") is not None else kwargs.get("input_ids")
+        graphs = int(reference.shape[0]) if reference is not None else int(atom_graph.max()) + 1
+        for module, _ in self._swapped:
+            module.dp_segments = (atom_graph if module.dp_rows == "atoms" else bond_graph, graphs)
+            module.max_batch_len = graphs  # Opacus' batch size for this module: molecules, not rows
+
+    def detach(self, model: nn.Module) -> None:
+        super().detach(model)
+        classifier = getattr(model, "classifier", None)
+        if classifier is not None and "branch" in vars(classifier):
+            del classifier.branch
+        for module, original in getattr(self, "_swapped", []):
+            module.__class__ = original
+            for attribute in ("dp_rows", "dp_segments", "max_batch_len"):
+                module.__dict__.pop(attribute, None)
+        self._swapped = []
+
+
+class _SegmentLinear(nn.Linear):
+    """nn.Linear over atom / bond rows; Opacus gives it the per-molecule rule below."""
+
+
+class _SegmentEmbedding(nn.Embedding):
+    """nn.Embedding over atom / bond rows; per-molecule rule below."""
+
+
+class _SegmentGroupNorm(nn.GroupNorm):
+    """nn.GroupNorm over atom rows; per-molecule rule below."""
+
+
+_SEGMENT_CLASSES = {nn.Linear: _SegmentLinear, nn.Embedding: _SegmentEmbedding, nn.GroupNorm: _SegmentGroupNorm}
+
+
+def _padded_by_segment(rows: torch.Tensor, segment: torch.Tensor, count: int) -> torch.Tensor:
+    """[R, F] rows -> [count, longest segment, F], zero-padded (rows need not be sorted by segment)."""
+    sizes = torch.bincount(segment, minlength=count)
+    order = torch.argsort(segment, stable=True)
+    starts = torch.cumsum(sizes, 0) - sizes
+    position = torch.empty_like(segment)
+    position[order] = torch.arange(segment.numel(), device=segment.device) - starts[segment[order]]
+    padded = rows.new_zeros((count, int(sizes.max()) if sizes.numel() else 0, rows.shape[-1]))
+    padded[segment, position] = rows
+    return padded
+
+
+def _segment_linear_rule(layer: nn.Linear, activations: list, backprops: torch.Tensor) -> dict:
+    segment, count = layer.dp_segments
+    inputs = activations[0].reshape(-1, layer.in_features)
+    grads = backprops.reshape(-1, layer.out_features)
+    result = {}
+    if layer.weight.requires_grad:
+        result[layer.weight] = torch.einsum("gno,gni->goi", _padded_by_segment(grads, segment, count),
+                                            _padded_by_segment(inputs, segment, count))
+    if layer.bias is not None and layer.bias.requires_grad:
+        result[layer.bias] = grads.new_zeros((count, layer.out_features)).index_add_(0, segment, grads)
+    return result
+
+
+def _segment_embedding_rule(layer: nn.Embedding, activations: list, backprops: torch.Tensor) -> dict:
+    if not layer.weight.requires_grad:
+        return {}
+    segment, count = layer.dp_segments
+    indices = activations[0].reshape(-1)
+    grads = backprops.reshape(-1, layer.embedding_dim)
+    if layer.padding_idx is not None:
+        grads = grads * (indices != layer.padding_idx).unsqueeze(-1).to(grads.dtype)
+    flat = segment * layer.num_embeddings + indices
+    table = grads.new_zeros((count * layer.num_embeddings, layer.embedding_dim)).index_add_(0, flat, grads)
+    return {layer.weight: table.view(count, layer.num_embeddings, layer.embedding_dim)}
+
+
+def _segment_group_norm_rule(layer: nn.GroupNorm, activations: list, backprops: torch.Tensor) -> dict:
+    import torch.nn.functional as F
+
+    segment, count = layer.dp_segments
+    normalised = F.group_norm(activations[0], layer.num_groups, eps=layer.eps)
+    result = {}
+    if layer.weight is not None and layer.weight.requires_grad:
+        result[layer.weight] = backprops.new_zeros((count, layer.num_channels)).index_add_(
+            0, segment, normalised * backprops)
+    if layer.bias is not None and layer.bias.requires_grad:
+        result[layer.bias] = backprops.new_zeros((count, layer.num_channels)).index_add_(0, segment, backprops)
+    return result
+
+
+def _branch_through_module(self: nn.Module, x: torch.Tensor, dense: nn.Linear) -> torch.Tensor:
+    hidden = self.dropout(self.activation(dense(self.dropout(x))))
+    return self.out_proj(hidden)
+
+
+class NasBertAdapter(DpAdapter):
+    rules = ("separable conv pointwise (applied as F.linear on its weight): closed form from the depthwise "
+             "output and the gradient of the block's output",)
+
+    def attach(self, model: nn.Module) -> None:
+        from .models.nasbert.modeling_nasbert import NasBertSeparableConv
+
+        for module in model.modules():
+            if isinstance(module, NasBertSeparableConv):
+                self._handles.append(module.depthwise.register_forward_hook(_remember_output))
+                self._handles.append(module.register_forward_hook(_pointwise_rule))
+
+
+def _remember_output(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    module.dp_last_output = output.detach()
+
+
+def _pointwise_rule(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    mixed = module.depthwise.__dict__.pop("dp_last_output", None)
+    if not (module.training and torch.is_grad_enabled() and output.requires_grad) or mixed is None:
+        return
+    weight, bias = module.pointwise.weight, module.pointwise.bias
+
+    def hook(grad: torch.Tensor) -> None:
+        scale = grad.shape[0]  # Opacus' "mean" convention, as in its own samplers
+        _add_grad_sample(weight, torch.einsum("blo,bil->boi", grad, mixed).unsqueeze(-1) * scale)
+        if bias is not None:
+            _add_grad_sample(bias, grad.sum(1) * scale)
+
+    output.register_hook(hook)
+
+
+class RefusedAdapter(DpAdapter):
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+    def refuse_or_overrides(self, family: str, swap_batchnorm: bool) -> dict[str, Any]:
+        raise PrivacyError(f"DP fine-tuning of the {family} family is refused: {self.reason}")
+
+
+_MDEQ_REASON = (
+    "its equilibrium solver (Anderson / Broyden / fixed-point) stops when every example of the batch has "
+    "converged, so the iterate that one example's gradient comes from depends on the other examples in its "
+    "batch, and per-example clipping would not bound one example's influence; its stem and head also use "
+    "BatchNorm, for which the family has no GroupNorm variant (the GroupNorm inside the equilibrium block is "
+    "per-example safe). Solve each example to its own tolerance first, then DP-SGD applies"
+)
+
+
+def _graphormer_head_rule(layer: nn.Module, activations: list, backprops: torch.Tensor) -> dict:
+    if not layer.lm_output_learned_bias.requires_grad:
+        return {}
+    return {layer.lm_output_learned_bias: backprops.reshape(backprops.shape[0], -1).sum(1, keepdim=True)}
+
+
+def _register_opacus_rules() -> None:
+    from opacus.grad_sample import register_grad_sampler
+
+    from .models.graphormer.modeling_graphormer import GraphormerGraphHead
+
+    register_grad_sampler(GraphormerGraphHead)(_graphormer_head_rule)
+    register_grad_sampler(_SegmentLinear)(_segment_linear_rule)
+    register_grad_sampler(_SegmentEmbedding)(_segment_embedding_rule)
+    register_grad_sampler(_SegmentGroupNorm)(_segment_group_norm_rule)
+
+
+def dp_adapter(family: str) -> DpAdapter:
+    """A fresh adapter with the family's per-example rules (or its refusal)."""
+    _register_opacus_rules()
+    if family == "graphormer":
+        return GraphormerAdapter()
+    if family == "dmp":
+        return DmpAdapter()
+    if family == "nasbert":
+        return NasBertAdapter()
+    if family == "mdeq":
+        return RefusedAdapter(_MDEQ_REASON)
+    return DpAdapter()
