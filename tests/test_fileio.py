@@ -37,3 +37,19 @@ def test_atomic_writes_and_hash(tmp_path):
     assert (tmp_path / "b.json").read_text() == '{\n  "x": 1\n}\n'
     # sha256("abc") is a published test vector (FIPS 180-2)
     assert sha256_file(tmp_path / "a.txt") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_read_json_object_bounds_and_types(tmp_path):
+    from zoo.fileio import read_json_object
+
+    class Refused(Exception):
+        pass
+
+    path = tmp_path / "x.json"
+    path.write_text('{"a": 1}')
+    assert read_json_object(path, max_bytes=100) == {"a": 1}
+    for text, problem in (("[1, 2]", "not a JSON object"), ("{", "not valid JSON"), (b"\xff\xfe{", "not valid JSON"),
+                          ('{"a": "' + "x" * 200 + '"}', "larger than 100 bytes")):
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(Refused, match=f"config.json: {problem}"):
+            read_json_object(path, max_bytes=100, error=Refused, name="config.json")

@@ -11,25 +11,20 @@ $ZOO_TEST_ARTIFACTS/model_cards (default: test-artifacts/model_cards).
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 import zoo
+from tests.hub.browser import browser_fixtures, requires_chromium
 from zoo.hub import upload_folder
 from zoo.hub_server import LocalHub
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 ARTIFACTS = Path(os.environ.get("ZOO_TEST_ARTIFACTS") or REPO_ROOT / "test-artifacts") / "model_cards"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt-get install -y chromium); "
-                                               "the Makefile installs it"),
-]
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+pytestmark = [requires_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +55,7 @@ def site(tmp_path_factory):
         hub.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    yield page
-    context.close()
+browser, page = browser_fixtures(ARTIFACTS)
 
 
 def _metadata(page) -> dict[str, str]:

@@ -6,24 +6,19 @@ Screenshots go to $ZOO_TEST_ARTIFACTS/hub_pages (default: test-artifacts/hub_pag
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.hub.browser import browser_fixtures, requires_chromium
 from tests.hub.helpers import METRICS, make_toy_folder
 from zoo.hub import upload_folder
 from zoo.hub_server import LocalHub
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("ZOO_TEST_ARTIFACTS") or REPO_ROOT / "test-artifacts") / "hub_pages"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt-get install -y chromium); "
-                                               "CI installs it"),
-]
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+pytestmark = [requires_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +40,7 @@ def site(tmp_path_factory):
         hub.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    yield page
-    context.close()
+browser, page = browser_fixtures(ARTIFACTS)
 
 
 def _rows(page, selector: str) -> list[list[str]]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "sha256_file", "staged_folder"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json_object", "sha256_file", "staged_folder"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -74,3 +74,20 @@ def staged_folder(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Ite
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def read_json_object(path: str | os.PathLike, *, max_bytes: int, error: type[Exception] = ValueError,
+                     name: str | None = None) -> dict[str, Any]:
+    """A JSON object from a file nobody vouches for: bounded size, valid JSON, an object at the top; anything
+    else raises `error` naming `name` (default: the path) and what is wrong."""
+    path = Path(path)
+    name = name or str(path)
+    if path.stat().st_size > max_bytes:
+        raise error(f"{name}: larger than {max_bytes} bytes")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise error(f"{name}: not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise error(f"{name}: not a JSON object")
+    return value

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_write_json, sha256_file
+from .fileio import atomic_write_json, read_json_object, sha256_file
 from .registry import ModelEntry, build_config, model_info
 from .resolvers import DownloadError, ManualDownloadRequired, Resolution, download, link_kind, resolve
 
@@ -148,14 +148,8 @@ def _load_config(folder_or_repo: str | os.PathLike, revision: str | None) -> tup
 
         config_path = Path(hf_hub_download(text, "config.json", revision=revision))
         local = None
-    if config_path.stat().st_size > MAX_CONFIG_BYTES:
-        raise VariantMismatchError(f"{folder_or_repo}: config.json is larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError as err:
-        raise VariantMismatchError(f"{folder_or_repo}: config.json is not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise VariantMismatchError(f"{folder_or_repo}: config.json is not a JSON object")
+    config = read_json_object(config_path, max_bytes=MAX_CONFIG_BYTES, error=VariantMismatchError,
+                              name=f"{folder_or_repo}: config.json")
     return config, local
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_write_json, sha256_file
+from .fileio import atomic_write_json, read_json_object, sha256_file
 
 __all__ = ["RECORD_DIR", "VerificationError", "VerifyResult", "card_section", "read_record", "verify",
            "write_record"]
@@ -141,14 +141,7 @@ def read_record(folder: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(folder) / RECORD_DIR / RECORD_FILE
     if not path.is_file():
         return None
-    if path.stat().st_size > MAX_RECORD_BYTES:
-        raise VerificationError(f"{path}: larger than {MAX_RECORD_BYTES} bytes; not a zoo verification record")
-    try:
-        record = json.loads(path.read_text())
-    except ValueError as err:
-        raise VerificationError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(record, dict):
-        raise VerificationError(f"{path}: expected a JSON object")
+    record = read_json_object(path, max_bytes=MAX_RECORD_BYTES, error=VerificationError)
     return record
 
 
