@@ -84,7 +84,7 @@ def register_family(
     if missing:
         raise ValueError(f"{config_class.__name__}().auto_map must include {missing} for remote-code loading")
 
-    _quiet_head_keys_on_base(base_model_class)
+    _quiet_head_keys_on_base(base_model_class, {head.__name__ for head in family.heads.values()})
     AutoConfig.register(model_type, config_class, exist_ok=True)
     config_class.register_for_auto_class()
     AutoModel.register(config_class, base_model_class, exist_ok=True)
@@ -104,10 +104,11 @@ def register_family(
     return family
 
 
-def _quiet_head_keys_on_base(base_model_class: type[PreTrainedModel]) -> None:
-    """Loading a head checkpoint (config.architectures names a head) as the family's base model drops the
-    head's weights on purpose: they are not reported as UNEXPECTED. Unexpected keys of a base-model
-    checkpoint, or keys under the base model's own modules, are still reported."""
+def _quiet_head_keys_on_base(base_model_class: type[PreTrainedModel], head_names: set[str]) -> None:
+    """Loading a head checkpoint (config.architectures names one of the family's heads) as the family's base
+    model drops the head's weights on purpose: they are not reported as UNEXPECTED. Unexpected keys of any
+    other checkpoint (a base model, a class the family does not know), or keys under the base model's own
+    modules, are still reported."""
     original = base_model_class._adjust_missing_and_unexpected_keys
     if getattr(original, "_zoo_quiet_heads", False):
         return
@@ -115,7 +116,7 @@ def _quiet_head_keys_on_base(base_model_class: type[PreTrainedModel]) -> None:
     def adjust(self, loading_info):
         original(self, loading_info)
         architectures = getattr(self.config, "architectures", None) or []
-        if architectures and architectures[0] != type(self).__name__:
+        if architectures and architectures[0] in head_names:
             own = {name for name, _ in self.named_children()}
             loading_info.unexpected_keys = {
                 key for key in loading_info.unexpected_keys
