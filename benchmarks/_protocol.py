@@ -86,10 +86,15 @@ def finish(env: dict[str, Any]) -> dict[str, Any]:
     return env
 
 
+class SelfTimed(float):
+    """Returned by a side that times its own work (a peer process: its figure leaves out the IPC)."""
+
+
 def alternate(sides: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
               progress: str | None = None) -> dict[str, list[float]]:
     """Seconds per call of each side: `warmup` untimed rounds, then `repeats` timed rounds whose order
-    alternates (forward, then reversed), so that no side always runs first or last."""
+    alternates (forward, then reversed), so that no side always runs first or last. A side that returns
+    a `SelfTimed` value is credited with that value instead of the wall time around the call."""
     names = list(sides)
     for _ in range(warmup):
         for name in names:
@@ -103,8 +108,9 @@ def alternate(sides: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
     for index in rounds:
         for name in (names if index % 2 == 0 else names[::-1]):
             start = time.perf_counter()
-            sides[name]()
-            times[name].append(time.perf_counter() - start)
+            value = sides[name]()
+            elapsed = time.perf_counter() - start
+            times[name].append(float(value) if isinstance(value, SelfTimed) else elapsed)
     return times
 
 
