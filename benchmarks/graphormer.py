@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--forward-arch", choices=sorted(ARCHS), default="base")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--e2e-repeats", type=int, default=1, help="timed end-to-end rounds (after the checked run)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="500 molecules, the slim model, 2 rounds")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "zoo" / "bench")
@@ -264,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.molecules, args.featurize_molecules, args.arch, args.forward_arch, args.repeats = 500, 300, "slim", "slim", 2
+        args.e2e_repeats = 2
     threads = protocol.pin_threads(args.threads)
     env = protocol.environment(threads, peer=f"transformers {PEER_VERSION}", arch=args.arch,
                                forward_arch=args.forward_arch, dataset="B3DB classification SMILES (qc-b3db)")
@@ -370,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             return protocol.SelfTimed(time.perf_counter() - start + peer(cmd="e2e", batch=args.batch))
 
         sides = {"zoo (buckets, SDPA)": zoo_e2e, "port": port_e2e}
-        times = protocol.alternate(sides, args.repeats, warmup=0, progress="end-to-end rounds")  # warmed by the checks
+        times = protocol.alternate(sides, args.e2e_repeats, warmup=0, progress="end-to-end rounds")  # warmed by checks
         results["end_to_end"] = {
             "molecules": len(smiles), "arch": args.arch, "batch": args.batch, "checks": e2e_checks,
             "atoms_median": float(np.median(kept)), "atoms_max": int(max(kept)), "buckets": zoo_result.batches,
