@@ -91,10 +91,15 @@ class SelfTimed(float):
 
 
 def alternate(sides: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
-              progress: str | None = None) -> dict[str, list[float]]:
+              progress: str | None = None, clock: str = "wall") -> dict[str, list[float]]:
     """Seconds per call of each side: `warmup` untimed rounds, then `repeats` timed rounds whose order
     alternates (forward, then reversed), so that no side always runs first or last. A side that returns
-    a `SelfTimed` value is credited with that value instead of the wall time around the call."""
+    a `SelfTimed` value is credited with that value instead of the wall time around the call.
+    `clock="cpu"` times this process's CPU time instead (single-threaded, in-process sides on a shared
+    machine: what the work costs, whatever else runs)."""
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    now = time.perf_counter if clock == "wall" else time.process_time
     names = list(sides)
     for _ in range(warmup):
         for name in names:
@@ -107,9 +112,9 @@ def alternate(sides: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
         rounds = tqdm(rounds, desc=progress, unit="round")
     for index in rounds:
         for name in (names if index % 2 == 0 else names[::-1]):
-            start = time.perf_counter()
+            start = now()
             value = sides[name]()
-            elapsed = time.perf_counter() - start
+            elapsed = now() - start
             times[name].append(float(value) if isinstance(value, SelfTimed) else elapsed)
     return times
 

@@ -11,7 +11,9 @@ module's dataset / torchaudio imports are stubbed (predict uses neither) and its
 Weights: the released configuration (30 layers, 64 channels) with random weights (the output
 projection drawn too, so that the network's output is not trivially zero), shared by all sides.
 Noise: every side draws from the global torch RNG seeded alike, in the original's order, so the
-waveforms are compared directly (max |difference| reported). Real-time factor = seconds / audio seconds.
+waveforms are compared directly (max |difference| reported). Real-time factor = seconds / audio seconds;
+seconds are the process's CPU time by default (all sides run in this process on one thread, so on a
+shared machine CPU time is what each side's work costs; `--clock wall` for wall time).
 """
 
 from __future__ import annotations
@@ -90,11 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before-rev", default=BEFORE_REV)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                        help="process CPU time (default: all sides run in this one process, single-threaded) or wall")
     parser.add_argument("--out", type=Path, default=HERE / "priorgrad")
     args = parser.parse_args(argv)
     threads = protocol.pin_threads(args.threads)
     env = protocol.environment(threads, config="released (30 layers, 64 channels, dilation cycle 10), random weights",
-                               before_rev=args.before_rev)
+                               before_rev=args.before_rev, clock=args.clock)
     vocoder = released_vocoder()
     config = vocoder.config
     frames = int(round(args.seconds * config.sample_rate / config.hop_samples))
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         sides["NeuralSpeech original"] = original
         checks["zoo now vs original"] = protocol.compare_outputs(sides["zoo now"](), original(), atol=1e-4,
                                                                  what="zoo vs the original predict")
-    times = protocol.alternate(sides, args.repeats, progress="sampling rounds")
+    times = protocol.alternate(sides, args.repeats, progress="sampling rounds", clock=args.clock)
     protocol.finish(env)
     summary = protocol.summarize(times, work=audio_seconds, unit="audio_seconds")
     for row in summary.values():
