@@ -13,7 +13,9 @@ both processes, outputs checked before timing, median with min/max, load average
    Batches are compared field by field before timing (differences are stated, not hidden).
 2. End to end, SMILES -> predictions for every B3DB molecule with the same weights: zoo
    (`zoo.inference.predict_graphormer`: featurize, size buckets, SDPA) against the port (rdkit SMILES ->
-   graph, its preprocessing and collator, batches of 64 in file order, its model). Zoo's bucketed outputs
+   graph, its preprocessing and collator, batches of 64 in file order, its model). The port's edge paths
+   are cut to 5 hops before collating here too: uncut, a batch holding a salt (two fragments: 510 "hops")
+   asks its collator for tens of GB and the run is killed. Zoo's bucketed outputs
    are checked against zoo's per-molecule runs (1e-5) and against the port's outputs.
 3. Forward at batch 64 (the first 64 molecules): the port vs zoo eager vs zoo SDPA.
 
@@ -133,7 +135,7 @@ for line in sys.stdin:
                        for k, v in b.items() if isinstance(v, torch.Tensor)}, cmd["save"])
     elif cmd["cmd"] == "e2e":  # graphs -> predictions (the parent times SMILES -> graph the same way for both)
         with torch.no_grad():
-            logits = [model(**{k: v for k, v in b.items() if k != "labels"}).logits for b in port(cmd["batch"], None)]
+            logits = [model(**{k: v for k, v in b.items() if k != "labels"}).logits for b in port(cmd["batch"])]
         seconds = time.perf_counter() - start
         if cmd.get("save"):
             save_file({"logits": torch.cat(logits).contiguous()}, cmd["save"])
