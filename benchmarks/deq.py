@@ -16,7 +16,8 @@ weight-norm gains 0.1, GroupNorm gains x5 (gn2), x0.4 (gn3), x2.5 (fusion)) so t
 every solver converges: with the original N(0, 0.01) initialisation an untrained MDEQ has no stable
 equilibrium (the original code warms up with unrolled steps for that reason).
 
-Writes benchmarks/deq.json and benchmarks/deq.png.
+Protocol: benchmarks/_protocol.py (sides alternate after a warm-up, threads pinned, outputs compared
+before timing, median with min/max, load average). Writes benchmarks/deq.json and benchmarks/deq.png.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _protocol as protocol  # noqa: E402
+
 VARIANT = "mdeq_tiny_cifar10"
 
 
@@ -102,17 +107,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device, repeats):
-    times, result = [], None
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        result = fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 def forward_solvers(model, images, tol, repeats, device):
     from torchdeq.solver.anderson import anderson_solver
 
@@ -121,30 +115,30 @@ def forward_solvers(model, images, tol, repeats, device):
     model.eval()
     with torch.no_grad():
         f, z0, _ = model.mdeq.equilibrium_function(images)
+        out = {}
+
         def ours():
-            return anderson(f, z0, max_iter=50, tol=tol, stop_mode="rel")
+            out["ours"] = anderson(f, z0, max_iter=50, tol=tol, stop_mode="rel")
+            sync(device)
 
         def theirs():
-            return anderson_solver(f, z0, max_iter=50, tol=tol, stop_mode="rel", m=6, lam=1e-4, tau=1.0)
+            out["theirs"] = anderson_solver(f, z0, max_iter=50, tol=tol, stop_mode="rel", m=6, lam=1e-4, tau=1.0)
+            sync(device)
 
-        ours(), theirs()  # warm-up: kernel selection and allocator caches, for both
-        ours_times, theirs_times = [], []
-        for _ in range(repeats):  # interleaved, so that load changes hit both alike
-            t, (z_ours, stats) = timed(ours, device, 1)
-            ours_times.append(t)
-            t, (z_theirs, _, info) = timed(theirs, device, 1)
-            theirs_times.append(t)
-        ours_t, theirs_t = statistics.median(ours_times), statistics.median(theirs_times)
+        times = protocol.alternate({"zoo Anderson": ours, "torchdeq Anderson": theirs}, repeats)
+        (z_ours, stats), (z_theirs, _, info) = out["ours"], out["theirs"]
+
         def rel(z):
             fz = f(z)
             return float(((fz - z).norm(dim=1) / fz.norm(dim=1)).max())
         theirs_steps = int(info["nstep"].max()) if torch.is_tensor(info["nstep"]) else int(info["nstep"])
         return {
-            "zoo_anderson_seconds": ours_t, "torchdeq_anderson_seconds": theirs_t,
-            "time_ratio_torchdeq_over_zoo": theirs_t / ours_t,
+            "sides": protocol.summarize(times), "torchdeq_over_zoo": protocol.ratio(times, "torchdeq Anderson",
+                                                                                   "zoo Anderson"),
             "zoo_f_evaluations": stats.nstep, "torchdeq_nstep": theirs_steps,
             "zoo_max_rel_residual": rel(z_ours), "torchdeq_max_rel_residual": rel(z_theirs),
-            "max_abs_diff_between_solutions": float((z_ours - z_theirs).abs().max()),
+            # two solvers to the same tolerance: the fixed points agree to about tol, not bit for bit
+            "solutions": protocol.compare_outputs(z_ours, z_theirs, atol=1e-2, require=False, what="fixed points"),
         }
 
 
@@ -157,35 +151,45 @@ def _train_with_frozen_batchnorm(model) -> None:
 
 
 def backward_modes(model, images, labels, repeats, device):
+    """A whole training step (same forward solve) with IFT vs phantom gradients, alternating after a warm-up;
+    the backward part and the backward solver's evaluations recorded too."""
     _train_with_frozen_batchnorm(model)
-    results = {}
-    for mode in ("ift", "phantom"):
-        model.config.backward = mode
-        model.config.phantom_steps, model.config.phantom_tau = 5, 0.5
-        times, step_times, steps = [], [], []
-        for _ in range(repeats):
+    model.config.phantom_steps, model.config.phantom_tau = 5, 0.5
+    backward = {"ift": [], "phantom": []}
+    steps = {"ift": [], "phantom": []}
+    grads, losses = {}, {}
+
+    def step(mode):
+        def run():
+            model.config.backward = mode
             model.zero_grad()
             sync(device)
-            begin = time.perf_counter()
             out = model(pixel_values=images, labels=labels)
             sync(device)
             start = time.perf_counter()
             out.loss.backward()
             sync(device)
-            end = time.perf_counter()
-            times.append(end - start)
-            step_times.append(end - begin)
+            backward[mode].append(time.perf_counter() - start)
             solve = model.mdeq.last_solve
-            steps.append(solve.backward_stats[0].nstep if solve.backward_stats else 0)
-        results[f"{mode}_backward_seconds"] = statistics.median(times)
-        results[f"{mode}_training_step_seconds"] = statistics.median(step_times)
-        results[f"{mode}_backward_solver_evaluations"] = statistics.median(steps)
-    # phantom's k steps run while the forward builds the graph: the backward-only ratio flatters it, the
-    # whole training step (same forward solve in both) is the fair comparison
-    results["speedup_phantom_over_ift"] = results["ift_backward_seconds"] / results["phantom_backward_seconds"]
-    results["step_speedup_phantom_over_ift"] = (results["ift_training_step_seconds"]
-                                                / results["phantom_training_step_seconds"])
-    return results
+            steps[mode].append(solve.backward_stats[0].nstep if solve.backward_stats else 0)
+            losses[mode] = out.loss.detach()
+            grads[mode] = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
+        return run
+
+    times = protocol.alternate({"IFT": step("ift"), "phantom k=5": step("phantom")}, repeats)
+    for mode in backward:  # drop the warm-up call
+        backward[mode], steps[mode] = backward[mode][1:], steps[mode][1:]
+    difference = (grads["phantom"] - grads["ift"]).norm() / grads["ift"].norm()
+    return {
+        "sides": protocol.summarize(times),
+        "backward_only": {mode: protocol.summary(values) for mode, values in backward.items()},
+        "backward_solver_evaluations": {mode: statistics.median(values) for mode, values in steps.items()},
+        "step_ift_over_phantom": protocol.ratio(times, "IFT", "phantom k=5"),
+        "backward_ift_over_phantom": protocol.ratio(backward, "ift", "phantom"),
+        # the same forward; the gradients differ by design (phantom approximates the implicit gradient)
+        "losses": protocol.compare_outputs(losses["ift"], losses["phantom"], atol=0.0, what="training-step losses"),
+        "gradient_relative_difference": float(difference),
+    }
 
 
 def measure_memory(kind: str, batch: int, tol: float, depth: int) -> dict:
@@ -215,37 +219,11 @@ def memory_in_subprocess(kind, batch, tol, depth):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fwd, bwd, mem = results["forward"], results["backward"], results["memory"]
-    panels = [
-        ("forward solve (s)", ["zoo Anderson", "torchdeq Anderson"],
-         [fwd["zoo_anderson_seconds"], fwd["torchdeq_anderson_seconds"]]),
-        ("training step: fwd+bwd (s)", ["IFT", "phantom k=5"],
-         [bwd["ift_training_step_seconds"], bwd["phantom_training_step_seconds"]]),
-        ("peak memory fwd+bwd (MiB)", ["DEQ (IFT)", f"unrolled x{mem['depth']}"],
-         [mem["deq"]["peak_increase_mib"], mem["unrolled"]["peak_increase_mib"]]),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    for axis, (title, names, values) in zip(axes, panels):
-        axis.bar(names, values, color=["tab:blue", "tab:orange"])
-        axis.set_title(title)
-        for i, v in enumerate(values):
-            axis.text(i, v, f"{v:.3g}", ha="center", va="bottom")
-    fig.suptitle(f"MDEQ CIFAR-tiny, batch {results['batch']}, {results['device']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tol", type=float, default=1e-4, help="relative tolerance of every solver")
     parser.add_argument("--memory", choices=["deq", "unrolled"], help=argparse.SUPPRESS)
     parser.add_argument("--depth", type=int, default=0, help=argparse.SUPPRESS)
@@ -254,10 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory:
         print(json.dumps(measure_memory(args.memory, args.batch, args.tol, args.depth)))
         return 0
+    threads = protocol.pin_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    env = protocol.environment(threads, variant=VARIANT, batch=args.batch, device=device.type, tol=args.tol)
     model, images, labels = build(device, args.batch, args.tol)
-    results = {"variant": VARIANT, "batch": args.batch, "device": device.type, "tol": args.tol,
-               "torch": torch.__version__, "threads": torch.get_num_threads()}
+    results = {"env": env, "variant": VARIANT, "batch": args.batch}
     results["forward"] = forward_solvers(model, images, args.tol, args.repeats, device)
     results["backward"] = backward_modes(model, images, labels, args.repeats, device)
     depth = results["forward"]["zoo_f_evaluations"]
@@ -265,19 +244,25 @@ def main(argv: list[str] | None = None) -> int:
                          "unrolled": memory_in_subprocess("unrolled", args.batch, args.tol, depth)}
     results["memory"]["ratio_unrolled_over_deq"] = (results["memory"]["unrolled"]["peak_increase_mib"]
                                                     / max(results["memory"]["deq"]["peak_increase_mib"], 1e-9))
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2))
-    plot(results, out.with_suffix(".png"))
+    protocol.finish(env)
     fwd, bwd, mem = results["forward"], results["backward"], results["memory"]
-    print(f"forward  zoo Anderson {fwd['zoo_anderson_seconds']:.3f}s ({fwd['zoo_f_evaluations']} f-evals) | "
-          f"torchdeq {fwd['torchdeq_anderson_seconds']:.3f}s (nstep {fwd['torchdeq_nstep']}) | "
-          f"ratio torchdeq/zoo {fwd['time_ratio_torchdeq_over_zoo']:.2f}")
-    print(f"backward IFT {bwd['ift_backward_seconds']:.3f}s ({bwd['ift_backward_solver_evaluations']} evals) | "
-          f"phantom k=5 {bwd['phantom_backward_seconds']:.3f}s | speed-up {bwd['speedup_phantom_over_ift']:.2f}x; "
-          f"whole training step {bwd['step_speedup_phantom_over_ift']:.2f}x (paper: >= 1.7x)")
+    protocol.save(results, Path(args.out), panels=[
+        {"title": f"forward solve, batch {args.batch}", "ylabel": "seconds", "bars": fwd["sides"]},
+        {"title": "training step (forward + backward)", "ylabel": "seconds", "bars": bwd["sides"]},
+    ])
+    print(f"load average {env['load_average_start']} -> {env['load_average_end']}, {threads} thread(s)")
+    r = fwd["torchdeq_over_zoo"]
+    print(f"forward  zoo {fwd['sides']['zoo Anderson']['median_s']:.3f}s ({fwd['zoo_f_evaluations']} f-evals), "
+          f"torchdeq {fwd['sides']['torchdeq Anderson']['median_s']:.3f}s (nstep {fwd['torchdeq_nstep']}); "
+          f"{r['of']} {r['median']:.2f}x ({r['min']:.2f}..{r['max']:.2f}); "
+          f"max |z diff| {fwd['solutions']['max_abs_diff']:.1e}")
+    r, b = bwd["step_ift_over_phantom"], bwd["backward_ift_over_phantom"]
+    print(f"training step IFT / phantom: {r['median']:.2f}x ({r['min']:.2f}..{r['max']:.2f}); backward only "
+          f"{b['median']:.2f}x ({b['min']:.2f}..{b['max']:.2f}); IFT backward solver evaluations "
+          f"{bwd['backward_solver_evaluations']['ift']}; gradient relative difference "
+          f"{bwd['gradient_relative_difference']:.3f}")
     print(f"memory   DEQ {mem['deq']['peak_increase_mib']:.1f} MiB | unrolled x{depth} "
           f"{mem['unrolled']['peak_increase_mib']:.1f} MiB | ratio {mem['ratio_unrolled_over_deq']:.2f}")
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
     return 0
 
 

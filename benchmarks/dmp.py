@@ -1,112 +1,88 @@
-"""DMP throughput: molecules/s for tokenize + featurize + collate + forward, eager vs SDPA attention.
+"""DMP inference on B3DB SMILES: tokenize + featurize + collate + forward, file-order batches (eager and
+SDPA attention) against size-bucketed batches (`zoo.inference.predict_dmp`, SDPA), same weights.
+Protocol: benchmarks/_protocol.py (sides alternate after a warm-up, threads pinned, outputs checked equal
+before timing, median with min/max, load average, JSON + PNG).
 
-Both attention paths run in the same process on the same B3DB molecules and weights; the ratio SDPA/eager
-is the figure to compare across machines. Results are printed and saved as JSON + PNG next to this file
-(or --out).
-
-    python benchmarks/dmp.py --molecules 512 --batch-size 32 --variant dmp_small_molecule_cls
+    python benchmarks/dmp.py --molecules 2000 --batch-size 64 --variant dmp_small_molecule_cls
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
+import sys
 from pathlib import Path
 
+import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-import zoo
-from zoo.models.dmp import DmpDataCollator, DmpFeaturizer, DmpTokenizer
-from zoo.recipes.dmp import b3db_molecules
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
+import _protocol as protocol  # noqa: E402
 
-def _prepare(smiles: list[str], batch_size: int) -> tuple[list[dict], float]:
-    tokenizer, featurizer, collator = DmpTokenizer(), DmpFeaturizer(), DmpDataCollator()
-    start = time.perf_counter()
-    batches = []
-    for first in range(0, len(smiles), batch_size):
-        batches.append(collator(featurizer.encode_molecules(smiles[first:first + batch_size], tokenizer)))
-    return batches, time.perf_counter() - start
+import zoo  # noqa: E402
+from zoo.inference import predict_dmp  # noqa: E402
+from zoo.models.dmp import DmpDataCollator, DmpFeaturizer, DmpTokenizer  # noqa: E402
+from zoo.recipes.dmp import b3db_molecules  # noqa: E402
 
 
-def _forward_seconds(model, batches: list[dict], repeats: int) -> float:
+def file_order(model, tokenizer, featurizer, smiles: list[str], batch_size: int) -> np.ndarray:
+    """The plain loop: batches in input order, each padded to its longest SMILES."""
+    collator, logits = DmpDataCollator(), []
     with torch.inference_mode():
-        model(**batches[0])  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for batch in batches:
-                model(**batch)
-            best = min(best, time.perf_counter() - start)
-    return best
-
-
-def run(variant: str, molecules: int, batch_size: int, repeats: int, threads: int) -> dict:
-    torch.set_num_threads(threads)
-    smiles = [s for s, _ in b3db_molecules()[:molecules]]
-    batches, prepare_s = _prepare(smiles, batch_size)
-    torch.manual_seed(0)
-    results = {"variant": variant, "molecules": len(smiles), "batch_size": batch_size, "threads": threads,
-               "torch": torch.__version__, "prepare_seconds": prepare_s,
-               "prepare_molecules_per_s": len(smiles) / prepare_s}
-    reference = zoo.create_model(variant, attn_implementation="eager").eval()
-    state = reference.state_dict()
-    for implementation in tqdm(["eager", "sdpa"], desc="attention"):
-        model = zoo.create_model(variant, attn_implementation=implementation).eval()
-        model.load_state_dict(state)
-        forward_s = _forward_seconds(model, batches, repeats)
-        results[implementation] = {
-            "forward_seconds": forward_s, "forward_molecules_per_s": len(smiles) / forward_s,
-            "end_to_end_molecules_per_s": len(smiles) / (forward_s + prepare_s),
-        }
-    results["sdpa_over_eager_forward"] = results["eager"]["forward_seconds"] / results["sdpa"]["forward_seconds"]
-    return results
-
-
-def _plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = ["eager", "sdpa"]
-    fig, axis = plt.subplots(figsize=(5, 3.2))
-    forward = [results[n]["forward_molecules_per_s"] for n in names]
-    total = [results[n]["end_to_end_molecules_per_s"] for n in names]
-    x = range(len(names))
-    axis.bar([i - 0.2 for i in x], forward, width=0.4, label="forward only")
-    axis.bar([i + 0.2 for i in x], total, width=0.4, label="tokenize+featurize+forward")
-    axis.set_xticks(list(x), names)
-    axis.set_ylabel("molecules / s")
-    axis.set_title(f"DMP {results['variant']} (batch {results['batch_size']}, {results['threads']} thread(s))")
-    axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        for first in range(0, len(smiles), batch_size):
+            batch = collator(featurizer.encode_molecules(smiles[first:first + batch_size], tokenizer))
+            logits.append(model(**batch).logits.float().numpy())
+    return np.concatenate(logits)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="dmp_small_molecule_cls")
-    parser.add_argument("--molecules", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--molecules", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent))
+    parser.add_argument("--out", type=Path, default=HERE / "dmp")
     args = parser.parse_args(argv)
-    results = run(args.variant, args.molecules, args.batch_size, args.repeats, args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "dmp.json").write_text(json.dumps(results, indent=2) + "\n")
-    _plot(results, out / "dmp.png")
-    print(f"prepare (tokenize+featurize+collate): {results['prepare_molecules_per_s']:.0f} molecules/s")
-    for name in ("eager", "sdpa"):
-        row = results[name]
-        print(f"{name:<6} forward {row['forward_molecules_per_s']:.0f} molecules/s, "
-              f"end to end {row['end_to_end_molecules_per_s']:.0f} molecules/s")
-    print(f"SDPA / eager forward speed: {results['sdpa_over_eager_forward']:.2f}x  (saved to {out})")
+    threads = protocol.pin_threads(args.threads)
+    env = protocol.environment(threads, variant=args.variant, batch_size=args.batch_size)
+    smiles = [s for s, _ in b3db_molecules()[:args.molecules]]
+    tokenizer, featurizer = DmpTokenizer(), DmpFeaturizer()
+    torch.manual_seed(0)
+    models = {"eager": zoo.create_model(args.variant, attn_implementation="eager").eval()}
+    models["sdpa"] = zoo.create_model(args.variant, attn_implementation="sdpa").eval()
+    models["sdpa"].load_state_dict(models["eager"].state_dict())
+    sides = {
+        "file order, eager": lambda: file_order(models["eager"], tokenizer, featurizer, smiles, args.batch_size),
+        "file order, SDPA": lambda: file_order(models["sdpa"], tokenizer, featurizer, smiles, args.batch_size),
+        "size buckets, SDPA": lambda: predict_dmp(models["sdpa"], tokenizer, featurizer, smiles,
+                                                  batch_size=args.batch_size).outputs["logits"],
+    }
+    reference = sides["file order, eager"]()
+    checks = {name: protocol.compare_outputs(sides[name](), reference, atol=1e-5, what=f"{name} vs file order, eager")
+              for name in ("file order, SDPA", "size buckets, SDPA")}
+    times = protocol.alternate(sides, args.repeats, warmup=0, progress="rounds")  # warmed by the checks
+    protocol.finish(env)
+    lengths = [len(tokenizer.encode_smiles(s)) for s in smiles[:500]]
+    results = {"env": env, "molecules": len(smiles), "checks": checks,
+               "smiles_tokens_median": float(np.median(lengths)), "smiles_tokens_max": int(max(lengths)),
+               "sides": protocol.summarize(times, work=len(smiles), unit="molecules"),
+               "buckets_over_file_order_sdpa": protocol.ratio(times, "file order, SDPA", "size buckets, SDPA"),
+               "buckets_over_file_order_eager": protocol.ratio(times, "file order, eager", "size buckets, SDPA")}
+    protocol.save(results, args.out, panels=[
+        {"title": f"DMP {args.variant}, {len(smiles)} B3DB SMILES -> logits", "ylabel": "molecules / s",
+         "bars": results["sides"], "key": "median_molecules_per_s", "rotation": 15}])
+    print(f"load average {env['load_average_start']} -> {env['load_average_end']}, {threads} thread(s)")
+    for name, row in results["sides"].items():
+        print(f"{name:>20}: {row['median_molecules_per_s']:.0f} molecules/s "
+              f"({row['min_molecules_per_s']:.0f}..{row['max_molecules_per_s']:.0f})")
+    for key in ("buckets_over_file_order_sdpa", "buckets_over_file_order_eager"):
+        r = results[key]
+        print(f"{r['of']}: {r['median']:.2f}x ({r['min']:.2f}..{r['max']:.2f})")
+    print("max |logit difference| vs file order eager: "
+          + ", ".join(f"{k} {v['max_abs_diff']:.1e}" for k, v in checks.items()))
     return 0
 
 

@@ -1,36 +1,51 @@
-"""Graphormer speed: zoo against the transformers 4.40.2 port (the peer users had until transformers 5).
+"""Graphormer speed against the original microsoft pipeline and the transformers 4.40.2 port, on B3DB.
+Protocol: benchmarks/_protocol.py (sides alternate round by round after a warm-up, threads pinned alike in
+both processes, outputs checked before timing, median with min/max, load average).
 
-Measured in one run, same molecules and same weights for both:
-1. featurize + collate, molecules/s (best of N runs on each side), from the same ogb-style graphs
-   (SMILES -> graph with rdkit is timed separately: the port has no SMILES entry point);
-2. featurizing 10k molecules end to end with zoo (SMILES -> batches), seconds;
-3. forward time at batch 64: the port (fed original-convention inputs, its eager attention) vs zoo eager
-   vs zoo SDPA, and the largest output difference between them.
+    python benchmarks/graphormer.py --graphormer /tmp/Graphormer/graphormer/data --repeats 3
+    python benchmarks/graphormer.py --quick          # 500 molecules, slim model, 2 rounds
 
-The port is installed with `pip install --no-deps --target` into a cache directory (never a project
-dependency; its Cython algos need Cython<3) and run in a subprocess, since the two transformers majors
-cannot share one process. Results: printed, and saved to benchmarks/graphormer.json + .png.
+1. Featurize + collate (graphs -> batches): the same ogb-style graphs, batches of 64 in file order, 5 hops,
+   spatial_pos_max 1024, at most 128 atoms. Sides: zoo; the original microsoft pipeline
+   (`graphormer/data/wrapper.py` preprocess_item + `collator.py` collator, its Cython algos); the port
+   (`preprocess_item` + `GraphormerDataCollator`, its edge paths cut to 5 hops before collating). The
+   peers get their inputs as numpy / torch objects built before timing (no JSON conversion inside).
+   Batches are compared field by field before timing (differences are stated, not hidden).
+2. End to end, SMILES -> predictions for every B3DB molecule with the same weights: zoo
+   (`zoo.inference.predict_graphormer`: featurize, size buckets, SDPA) against the port (rdkit SMILES ->
+   graph, its preprocessing and collator, batches of 64 in file order, its model). The port's edge paths
+   are cut to 5 hops before collating here too: uncut, a batch holding a salt (two fragments: 510 "hops")
+   asks its collator for tens of GB and the run is killed. Zoo's bucketed outputs
+   are checked against zoo's per-molecule runs (1e-5) and against the port's outputs.
+3. Forward at batch 64 (the first 64 molecules): the port vs zoo eager vs zoo SDPA.
 
-    python benchmarks/graphormer.py --molecules 10000 --peer-molecules 2000 --arch base
+The peers run in one long-lived subprocess (transformers 4.x and 5.x cannot share a process) that
+times its own work and answers commands, so both sides still alternate. The port is installed with
+`pip install --no-deps --target` into a cache directory (never a project dependency); the original
+pipeline is imported from `--graphormer` (a microsoft/Graphormer checkout's graphormer/data) at run time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
+import _protocol as protocol  # noqa: E402
+
+from zoo.inference import predict_graphormer  # noqa: E402
 from zoo.models.graphormer import (  # noqa: E402
     GraphormerConfig,
     GraphormerFeaturizer,
@@ -52,44 +67,119 @@ HF4X_NAMES = (  # zoo key prefix -> transformers-4.x key prefix (inverse of the 
     ("head.embed_out.weight", "classifier.classifier.weight"),
     ("head.lm_output_learned_bias", "classifier.lm_output_learned_bias"),
 )
+HOPS, SPATIAL_POS_MAX, MAX_NODES = 5, 1024, 128
 
-PEER_SCRIPT = r"""
-import json, sys, time, statistics
+# The peer process: transformers 4.40.2 on its path, the original pipeline copied into a temporary package.
+PEER_SERVER = r"""
+import json, os, shutil, sys, tempfile, time, types
 import numpy as np, torch
 from safetensors.torch import load_file, save_file
-args = json.loads(sys.argv[1])
-torch.set_num_threads(args["threads"])
+setup = json.loads(sys.stdin.readline())
+torch.set_num_threads(setup["threads"])
 from transformers.models.graphormer.collating_graphormer import GraphormerDataCollator, preprocess_item
 from transformers import GraphormerConfig, GraphormerForGraphClassification
-graphs = json.load(open(args["graphs"]))
-collator = GraphormerDataCollator(spatial_pos_max=1024)
-def run():
+graphs = [{k: np.asarray(v, dtype=np.int64) for k, v in g.items()} for g in json.load(open(setup["graphs"]))]
+for g in graphs:
+    g["edge_index"] = g["edge_index"].reshape(2, -1); g["edge_feat"] = g["edge_feat"].reshape(len(g["edge_index"][0]), 3)
+original = None
+if setup.get("graphormer"):
+    for name in ("ogb", "ogb.graphproppred", "ogb.lsc", "ogb.lsc.pcqm4mv2_pyg"):  # dataset classes only
+        stub = sys.modules.setdefault(name, types.ModuleType(name))
+        stub.PygGraphPropPredDataset = stub.PygPCQM4Mv2Dataset = type("Dataset", (), {})
+    package = os.path.join(tempfile.mkdtemp(), "msgraphormer_data")
+    os.makedirs(package)
+    open(os.path.join(package, "__init__.py"), "w").close()
+    for name in ("wrapper.py", "collator.py", "algos.pyx"):
+        shutil.copy(os.path.join(setup["graphormer"], name), package)
+    sys.path.insert(0, os.path.dirname(package))
+    from msgraphormer_data.wrapper import preprocess_item as original_preprocess
+    from msgraphormer_data.collator import collator as original_collator
+    from torch_geometric.data import Data
+    tensors = [(torch.from_numpy(g["node_feat"]), torch.from_numpy(g["edge_index"]), torch.from_numpy(g["edge_feat"]))
+               for g in graphs]
+    def original(batch, save=None):
+        out = []
+        items = []
+        for i, (x, ei, ea) in enumerate(tensors):
+            item = original_preprocess(Data(x=x, edge_index=ei, edge_attr=ea, y=torch.zeros(1)))
+            item.idx = i
+            items.append(item)
+        for s in range(0, len(items), batch):
+            out.append(original_collator(items[s:s + batch], max_node=setup["max_nodes"],
+                                         multi_hop_max_dist=setup["hops"], spatial_pos_max=setup["spatial_pos_max"]))
+        return out
+collator = GraphormerDataCollator(spatial_pos_max=setup["spatial_pos_max"])
+def port(batch, hops=setup["hops"]):
     items = []
     for g in graphs:
-        item = {"edge_index": g["edge_index"], "edge_attr": g["edge_feat"], "node_feat": g["node_feat"],
-                "num_nodes": len(g["node_feat"]), "labels": [0]}
-        items.append(preprocess_item(item))
-    for start in range(0, len(items), args["batch"]):
-        collator(items[start:start + args["batch"]])
-run_small = graphs
-graphs = run_small[:50]; run()  # warm-up (pyximport compiles the Cython algos on first import)
-graphs = run_small
-featurize_runs = []
-for _ in range(args["featurize_repeats"]):
-    start = time.perf_counter(); run(); featurize_runs.append(time.perf_counter() - start)
-featurize_s = min(featurize_runs)
-model = GraphormerForGraphClassification(GraphormerConfig(**args["config"])).eval()
-model.load_state_dict(load_file(args["weights"]), strict=True)
-batch = load_file(args["batch_file"])
-times = []
-with torch.no_grad():
-    for i in range(args["warmup"] + args["repeats"]):
-        start = time.perf_counter(); logits = model(**batch).logits; elapsed = time.perf_counter() - start
-        if i >= args["warmup"]:
-            times.append(elapsed)
-save_file({"logits": logits.contiguous()}, args["out"])
-print(json.dumps({"featurize_s": featurize_s, "forward_s": times}))
+        item = preprocess_item({"edge_index": g["edge_index"], "edge_attr": g["edge_feat"], "node_feat": g["node_feat"],
+                                "num_nodes": len(g["node_feat"]), "labels": [0]})
+        if hops is not None:
+            item["input_edges"] = item["input_edges"][:, :, :hops, :]
+        items.append(item)
+    return [collator(items[s:s + batch]) for s in range(0, len(items), batch)]
+model = None
+if setup.get("weights"):
+    model = GraphormerForGraphClassification(GraphormerConfig(**setup["config"])).eval()
+    model.load_state_dict(load_file(setup["weights"]), strict=True)
+port(8); original and original(8)  # warm-up: pyximport compiles the Cython algos on first use
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    cmd = json.loads(line)
+    start = time.perf_counter()
+    if cmd["cmd"] == "featurize":
+        batches = (original if cmd["pipeline"] == "original" else port)(cmd["batch"])
+        seconds = time.perf_counter() - start
+        if cmd.get("save"):
+            save_file({f"{i}.{k}": v.clone().contiguous() for i, b in enumerate(batches[:cmd["save_batches"]])
+                       for k, v in b.items() if isinstance(v, torch.Tensor)}, cmd["save"])
+    elif cmd["cmd"] == "e2e":  # graphs -> predictions (the parent times SMILES -> graph the same way for both)
+        with torch.no_grad():
+            logits = [model(**{k: v for k, v in b.items() if k != "labels"}).logits for b in port(cmd["batch"])]
+        seconds = time.perf_counter() - start
+        if cmd.get("save"):
+            save_file({"logits": torch.cat(logits).contiguous()}, cmd["save"])
+    elif cmd["cmd"] == "forward":
+        batch = load_file(cmd["batch_file"])
+        start = time.perf_counter()
+        with torch.no_grad():
+            logits = model(**batch).logits
+        seconds = time.perf_counter() - start
+        if cmd.get("save"):
+            save_file({"logits": logits.contiguous()}, cmd["save"])
+    print(json.dumps({"seconds": seconds}), flush=True)
 """
+
+
+class Peer:
+    """The transformers-4.x / original-pipeline process, answering one command at a time."""
+
+    def __init__(self, path: Path, setup: dict, threads: int, cache: Path):
+        env = protocol.thread_env(threads)
+        env.update({"PYTHONPATH": str(path), "TRANSFORMERS_VERBOSITY": "error", "PYXBLD_DIR": str(cache / "pyxbld")})
+        self.process = subprocess.Popen([sys.executable, "-c", PEER_SERVER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, env=env, text=True)
+        self._send({**setup, "threads": threads})
+        if not self._receive().get("ready"):
+            raise RuntimeError("the peer process did not start")
+
+    def _send(self, message: dict) -> None:
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+
+    def _receive(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the peer process ended (exit {self.process.wait()}); see its stderr above")
+        return json.loads(line)
+
+    def __call__(self, **command) -> protocol.SelfTimed:
+        self._send(command)
+        return protocol.SelfTimed(self._receive()["seconds"])
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
 
 
 def ensure_peer(cache: Path) -> Path:
@@ -100,30 +190,10 @@ def ensure_peer(cache: Path) -> Path:
     return target
 
 
-def b3db_smiles(count: int) -> list[str]:
+def b3db_smiles() -> list[str]:
     from zoo.recipes.graphormer import b3db_rows
 
-    smiles = [row["SMILES"] for row in b3db_rows("B3DB_classification.tsv")]
-    return [smiles[i % len(smiles)] for i in range(count)]
-
-
-def zoo_featurize(featurizer: GraphormerFeaturizer, molecules: list, batch: int) -> tuple[float, int]:
-    start = time.perf_counter()
-    items, skipped = featurizer.featurize(molecules, on_error="skip")
-    for first in range(0, len(items), batch):
-        featurizer.collate(items[first:first + batch])
-    return time.perf_counter() - start, len(skipped)
-
-
-def time_forward(model, batch: dict, warmup: int, repeats: int) -> tuple[list[float], torch.Tensor]:
-    times = []
-    with torch.no_grad():
-        for index in range(warmup + repeats):
-            start = time.perf_counter()
-            logits = model(**batch).logits
-            if index >= warmup:
-                times.append(time.perf_counter() - start)
-    return times, logits
+    return [row["SMILES"] for row in b3db_rows("B3DB_classification.tsv")]
 
 
 def to_hf4x(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -138,136 +208,254 @@ def to_hf4x(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return renamed
 
 
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
+# The port's known convention differences, checked exactly: its atom ids are shifted once more (+1 on real
+# atoms), and padded key columns of its attention bias hold 0 where the original and zoo hold -inf.
+PORT_CONVENTIONS = {
+    "input_nodes": ("zoo + 1 on real atoms", lambda zoo: zoo + (zoo > 0).long()),
+    "attn_bias": ("0 instead of -inf on padded keys",
+                  lambda zoo: torch.where(torch.isinf(zoo) & _padded_keys(zoo), torch.zeros_like(zoo), zoo)),
+}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    rates = results["featurize"]
-    left.bar(["transformers 4.40.2", "zoo"], [rates["peer_molecules_per_s"], rates["zoo_molecules_per_s"]],
-             color=["grey", "tab:blue"])
-    left.set_ylabel("molecules / s")
-    left.set_title(f"featurize + collate ({rates['ratio']:.1f}x)")
-    forward = results["forward"]
-    names = ["transformers 4.40.2", "zoo eager", "zoo SDPA"]
-    right.bar(names, [forward["peer_ms"], forward["zoo_eager_ms"], forward["zoo_sdpa_ms"]],
-              color=["grey", "tab:blue", "tab:green"])
-    right.set_ylabel("ms per batch of 64")
-    right.set_title(f"forward, {results['arch']} ({forward['ratio_sdpa_vs_peer']:.2f}x)")
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+def _padded_keys(attn_bias: torch.Tensor) -> torch.Tensor:
+    """True at [b, query, key] where key is a padding column (all -inf in the graph token's row)."""
+    return torch.isinf(attn_bias[:, :1, :]).expand_as(attn_bias)
+
+
+def compare_batches(zoo_batches: list[dict], saved: dict, names: dict[str, str], count: int,
+                    conventions: dict | None = None) -> dict:
+    """Field by field: zoo name -> peer name, over the first `count` batches: "equal", "equal after <stated
+    convention difference>", or the batches that differ."""
+    report = {}
+    for ours, theirs in names.items():
+        differing = [i for i in range(count) if not torch.equal(zoo_batches[i][ours], saved[f"{i}.{theirs}"])]
+        if differing and conventions and ours in conventions:
+            note, convert = conventions[ours]
+            still = [i for i in range(count) if not torch.equal(convert(zoo_batches[i][ours]), saved[f"{i}.{theirs}"])]
+            report[ours] = f"equal after the stated difference: {note}" if not still else f"differs in batches {still[:5]}"
+        else:
+            report[ours] = "equal" if not differing else f"differs in batches {differing[:5]}"
+    return report
+
+
+def smiles_graphs(smiles: list[str]) -> list[dict]:
+    graphs = []
+    for text in smiles:
+        try:
+            graph = smiles_to_graph(text)
+        except ValueError:
+            continue
+        if 0 < len(graph["node_feat"]) <= MAX_NODES:
+            graphs.append(graph)
+    return graphs
+
+
+def comparable(smiles: list[str]) -> list[str]:
+    """The SMILES every side can process: rdkit parses them, 2..MAX_NODES atoms (the port's collator fails on a
+    batch whose first molecule has one atom, and nobody takes more than MAX_NODES)."""
+    kept = []
+    for text in smiles:
+        try:
+            atoms = len(smiles_to_graph(text)["node_feat"])
+        except ValueError:
+            continue
+        if 2 <= atoms <= MAX_NODES:
+            kept.append(text)
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--molecules", type=int, default=10_000, help="zoo end-to-end featurization size")
-    parser.add_argument("--peer-molecules", type=int, default=2_000, help="molecules for the zoo-vs-port rate")
-    parser.add_argument("--arch", choices=sorted(ARCHS), default="base")
+    parser.add_argument("--graphormer", type=Path, help="microsoft/Graphormer checkout's graphormer/data folder")
+    parser.add_argument("--molecules", type=int, default=None, help="B3DB molecules (default: all 7,807)")
+    parser.add_argument("--featurize-molecules", type=int, default=2000)
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="small", help="model of the end-to-end run")
+    parser.add_argument("--forward-arch", choices=sorted(ARCHS), default="base")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--e2e-repeats", type=int, default=1, help="timed end-to-end rounds (after the checked run)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--featurize-repeats", type=int, default=2, help="best of N featurization runs, both sides")
+    parser.add_argument("--quick", action="store_true", help="500 molecules, the slim model, 2 rounds")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "zoo" / "bench")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "graphormer.json")
+    parser.add_argument("--out", type=Path, default=HERE / "graphormer")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    peer = ensure_peer(args.cache)
+    if args.quick:
+        args.molecules, args.featurize_molecules, args.arch, args.forward_arch, args.repeats = 500, 300, "slim", "slim", 2
+        args.e2e_repeats = 2
+    threads = protocol.pin_threads(args.threads)
+    env = protocol.environment(threads, peer=f"transformers {PEER_VERSION}", arch=args.arch,
+                               forward_arch=args.forward_arch, dataset="B3DB classification SMILES (qc-b3db)")
+    peer_path = ensure_peer(args.cache)
+    b3db = b3db_smiles()
+    all_smiles = comparable(b3db)
+    env["molecules"] = {"b3db": len(b3db), "comparable": len(all_smiles),
+                        "left_out": "unparsable, one atom (the port's collator fails on those), over 128 atoms"}
+    smiles = all_smiles[:args.molecules] if args.molecules else all_smiles
+    feat_graphs = smiles_graphs(all_smiles[:args.featurize_molecules])
+    e2e_graphs = smiles_graphs(smiles)
+    featurizer = GraphormerFeaturizer(multi_hop_max_dist=HOPS, spatial_pos_max=SPATIAL_POS_MAX, max_nodes=MAX_NODES)
 
-    smiles = b3db_smiles(max(args.molecules, args.peer_molecules))
-    start = time.perf_counter()
-    graphs, bad = [], 0
-    for text in smiles[:args.peer_molecules]:
-        try:
-            graph = smiles_to_graph(text)
-        except ValueError:
-            bad += 1
-            continue
-        if 0 < len(graph["node_feat"]) <= 128:
-            graphs.append(graph)
-    rdkit_rate = args.peer_molecules / (time.perf_counter() - start)
-    featurizer = GraphormerFeaturizer(multi_hop_max_dist=5, spatial_pos_max=1024, max_nodes=128)
-    zoo_featurize(featurizer, graphs[:50], args.batch)  # warm-up
-    zoo_s = min(zoo_featurize(featurizer, graphs, args.batch)[0] for _ in range(args.featurize_repeats))
-    end_to_end_s, skipped = zoo_featurize(featurizer, smiles[:args.molecules], args.batch)
+    def model_for(arch: str) -> GraphormerForGraphClassification:
+        config = GraphormerConfig(**ARCHS[arch], num_classes=1, attention_dropout=0.0, activation_dropout=0.0)
+        torch.manual_seed(0)
+        model = GraphormerForGraphClassification(config).eval()
+        for param in model.parameters():  # trained-like scale: random weights everywhere, not zeros / ones
+            torch.nn.init.normal_(param, std=0.02)
+        return model
 
-    config = GraphormerConfig(**ARCHS[args.arch], num_classes=1, attention_dropout=0.0, activation_dropout=0.0)
-    torch.manual_seed(0)
-    model = GraphormerForGraphClassification(config).eval()
-    for param in model.parameters():  # trained-like scale: random weights everywhere, not zeros / ones
-        torch.nn.init.normal_(param, std=0.02)
-    forward_batch = dict(featurizer(smiles[:args.batch]))
+    def peer_config(arch: str) -> dict:
+        config = {**ARCHS[arch], "num_classes": 1, "attention_dropout": 0.0, "activation_dropout": 0.0,
+                  "dropout": 0.0, "encoder_normalize_before": True, "pre_layernorm": False}
+        config["embedding_dim"] = config.pop("hidden_size")
+        config["ffn_embedding_dim"] = config.pop("intermediate_size")
+        return config
+
+    results: dict = {"env": env}
+    from safetensors.torch import load_file, save_file
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        from safetensors.torch import load_file, save_file
 
-        (tmp / "graphs.json").write_text(json.dumps([{k: v.tolist() for k, v in g.items()} for g in graphs]))
+        def dump_graphs(graphs: list[dict], path: Path) -> None:
+            path.write_text(json.dumps([{k: v.tolist() for k, v in g.items()} for g in graphs]))
+
+        # -- 1. featurize + collate ------------------------------------------------------------------------
+        dump_graphs(feat_graphs, tmp / "feat_graphs.json")
+        peer = Peer(peer_path, {"graphs": str(tmp / "feat_graphs.json"), "hops": HOPS, "max_nodes": MAX_NODES,
+                                "spatial_pos_max": SPATIAL_POS_MAX,
+                                "graphormer": str(args.graphormer) if args.graphormer else None}, threads, args.cache)
+
+        def zoo_featurize():
+            items, _ = featurizer.featurize(feat_graphs)
+            return [featurizer.collate(items[s:s + args.batch]) for s in range(0, len(items), args.batch)]
+
+        zoo_batches = zoo_featurize()
+        count = len(zoo_batches)
+        peer(cmd="featurize", pipeline="port", batch=args.batch, save=str(tmp / "port.safetensors"), save_batches=count)
+        port_saved = load_file(tmp / "port.safetensors")
+        checks = {"port": compare_batches(zoo_batches, port_saved, {k: k for k in (
+            "input_nodes", "input_edges", "attn_bias", "in_degree", "spatial_pos", "attn_edge_type")}, count,
+            PORT_CONVENTIONS)}
+        sides = {"zoo": zoo_featurize,
+                 "port (5 hops)": lambda: peer(cmd="featurize", pipeline="port", batch=args.batch)}
+        if args.graphormer:
+            peer(cmd="featurize", pipeline="original", batch=args.batch, save=str(tmp / "orig.safetensors"),
+                 save_batches=count)
+            checks["original"] = compare_batches(zoo_batches, load_file(tmp / "orig.safetensors"), {
+                "input_nodes": "x", "input_edges": "edge_input", "attn_bias": "attn_bias", "in_degree": "in_degree",
+                "spatial_pos": "spatial_pos", "attn_edge_type": "attn_edge_type"}, count)
+            sides["microsoft original"] = lambda: peer(cmd="featurize", pipeline="original", batch=args.batch)
+        # The peer times its own work (no IPC in its figure); zoo is timed around the call.
+        times = protocol.alternate(sides, args.repeats, progress="featurize rounds")
+        peer.close()
+        results["featurize"] = {
+            "molecules": len(feat_graphs), "batch": args.batch, "hops": HOPS, "checks": checks,
+            "sides": protocol.summarize(times, work=len(feat_graphs), unit="molecules"),
+            "port_over_zoo": protocol.ratio(times, "port (5 hops)", "zoo"),
+        }
+        if "microsoft original" in times:
+            results["featurize"]["original_over_zoo"] = protocol.ratio(times, "microsoft original", "zoo")
+
+        # -- 2. end to end and 3. forward ----------------------------------------------------------------------
+        model = model_for(args.arch)
         save_file(to_hf4x(model.state_dict()), tmp / "weights.safetensors")
-        save_file({k: v.contiguous() for k, v in forward_batch.items()}, tmp / "batch.safetensors")
-        peer_config = {**ARCHS[args.arch], "num_classes": 1, "attention_dropout": 0.0, "activation_dropout": 0.0,
-                       "dropout": 0.0, "encoder_normalize_before": True, "pre_layernorm": False}
-        peer_config["embedding_dim"] = peer_config.pop("hidden_size")
-        peer_config["ffn_embedding_dim"] = peer_config.pop("intermediate_size")
-        payload = {"graphs": str(tmp / "graphs.json"), "weights": str(tmp / "weights.safetensors"),
-                   "batch_file": str(tmp / "batch.safetensors"), "out": str(tmp / "peer.safetensors"),
-                   "config": peer_config, "batch": args.batch, "warmup": args.warmup, "repeats": args.repeats,
-                   "threads": args.threads, "featurize_repeats": args.featurize_repeats}
-        env = {**os.environ, "PYTHONPATH": str(peer), "TRANSFORMERS_VERBOSITY": "error",
-               "PYXBLD_DIR": str(args.cache / "pyxbld")}
-        result = subprocess.run([sys.executable, "-c", PEER_SCRIPT, json.dumps(payload)], env=env, cwd=tmp,
-                                capture_output=True, text=True)
-        if result.returncode:
-            raise RuntimeError(f"the transformers {PEER_VERSION} run failed:\n{result.stderr[-4000:]}")
-        peer_result = json.loads(result.stdout.strip().splitlines()[-1])
-        peer_logits = load_file(tmp / "peer.safetensors")["logits"]
+        dump_graphs(e2e_graphs, tmp / "e2e_graphs.json")
+        peer = Peer(peer_path, {"graphs": str(tmp / "e2e_graphs.json"), "hops": HOPS, "max_nodes": MAX_NODES,
+                                "spatial_pos_max": SPATIAL_POS_MAX, "weights": str(tmp / "weights.safetensors"),
+                                "config": peer_config(args.arch)}, threads, args.cache)
+        model.config._attn_implementation = "sdpa"
 
-    model.config._attn_implementation = "eager"
-    eager_s, eager_logits = time_forward(model, forward_batch, args.warmup, args.repeats)
-    model.config._attn_implementation = "sdpa"
-    sdpa_s, sdpa_logits = time_forward(model, forward_batch, args.warmup, args.repeats)
-    peer_ms = 1000 * statistics.median(peer_result["forward_s"])
-    eager_ms, sdpa_ms = 1000 * statistics.median(eager_s), 1000 * statistics.median(sdpa_s)
-    results = {
-        "arch": args.arch, "threads": args.threads, "torch": torch.__version__, "peer": f"transformers {PEER_VERSION}",
-        "dataset": "B3DB classification SMILES (qc-b3db)",
-        "smiles_to_graph_molecules_per_s": rdkit_rate,
-        "featurize": {
-            "molecules": len(graphs), "peer_s": peer_result["featurize_s"], "zoo_s": zoo_s,
-            "peer_molecules_per_s": len(graphs) / peer_result["featurize_s"],
-            "zoo_molecules_per_s": len(graphs) / zoo_s, "ratio": peer_result["featurize_s"] / zoo_s,
-        },
-        "end_to_end": {"molecules": args.molecules, "seconds": end_to_end_s, "skipped": skipped,
-                       "molecules_per_s": args.molecules / end_to_end_s},
-        "forward": {
-            "batch": args.batch, "nodes": int(forward_batch["input_nodes"].shape[1]), "peer_ms": peer_ms,
-            "zoo_eager_ms": eager_ms, "zoo_sdpa_ms": sdpa_ms, "ratio_eager_vs_peer": peer_ms / eager_ms,
-            "ratio_sdpa_vs_peer": peer_ms / sdpa_ms, "ratio_sdpa_vs_eager": eager_ms / sdpa_ms,
-            "max_abs_diff_peer_vs_zoo_eager": float((peer_logits - eager_logits).abs().max()),
-            "max_abs_diff_sdpa_vs_eager": float((sdpa_logits - eager_logits).abs().max()),
-        },
-    }
-    feat, fwd, e2e = results["featurize"], results["forward"], results["end_to_end"]
-    print(f"SMILES -> ogb graph (rdkit, zoo): {rdkit_rate:.0f} molecules/s")
-    print(f"featurize + collate, {feat['molecules']} molecules: transformers {PEER_VERSION} "
-          f"{feat['peer_molecules_per_s']:.0f}/s, zoo {feat['zoo_molecules_per_s']:.0f}/s -> {feat['ratio']:.1f}x")
-    print(f"zoo end to end (SMILES -> batches), {e2e['molecules']} molecules: {e2e['seconds']:.1f} s "
-          f"({e2e['skipped']} skipped and reported)")
-    print(f"forward {args.arch}, batch {args.batch} ({fwd['nodes']} atoms max), {args.threads} thread(s): "
-          f"port {peer_ms:.1f} ms, zoo eager {eager_ms:.1f} ms ({fwd['ratio_eager_vs_peer']:.2f}x), "
-          f"zoo SDPA {sdpa_ms:.1f} ms ({fwd['ratio_sdpa_vs_peer']:.2f}x; SDPA vs eager "
-          f"{fwd['ratio_sdpa_vs_eager']:.2f}x)")
-    print(f"same weights, max |logit difference|: port vs zoo {fwd['max_abs_diff_peer_vs_zoo_eager']:.2e}, "
-          f"SDPA vs eager {fwd['max_abs_diff_sdpa_vs_eager']:.2e}")
-    from zoo.fileio import atomic_write_json
+        def zoo_e2e():
+            return predict_graphormer(model, featurizer, smiles, batch_size=args.batch, on_error="skip")
 
-    atomic_write_json(args.out, results)
-    plot(results, args.out.with_suffix(".png"))
-    print(f"saved {args.out} and {args.out.with_suffix('.png')}")
+        zoo_result = zoo_e2e()
+        zoo_logits = zoo_result.outputs["logits"][zoo_result.ok]
+        peer(cmd="e2e", batch=args.batch, save=str(tmp / "e2e.safetensors"))
+        port_logits = load_file(tmp / "e2e.safetensors")["logits"].numpy()
+        kept = [len(g["node_feat"]) for g in e2e_graphs]
+        sample = np.linspace(0, len(zoo_logits) - 1, num=min(200, len(zoo_logits))).astype(int)
+        ok_positions = np.flatnonzero(zoo_result.ok)
+        with torch.no_grad():
+            single = np.stack([model(**featurizer(smiles[ok_positions[i]])).logits[0].numpy() for i in sample])
+        e2e_checks = {
+            "zoo_bucketed_vs_per_molecule": protocol.compare_outputs(zoo_logits[sample], single, atol=1e-5,
+                                                                     what="bucketed vs per-molecule"),
+            "zoo_vs_port": protocol.compare_outputs(zoo_logits, port_logits, atol=1e-4, what="zoo vs port logits",
+                                                    require=False),
+            "molecules_predicted": {"zoo": int(zoo_result.ok.sum()), "port": len(kept)},
+        }
+
+        def port_e2e():
+            start = time.perf_counter()
+            smiles_graphs(smiles)  # SMILES -> graph, as zoo does inside predict
+            return protocol.SelfTimed(time.perf_counter() - start + peer(cmd="e2e", batch=args.batch))
+
+        sides = {"zoo (buckets, SDPA)": zoo_e2e, "port": port_e2e}
+        times = protocol.alternate(sides, args.e2e_repeats, warmup=0, progress="end-to-end rounds")  # warmed by checks
+        results["end_to_end"] = {
+            "molecules": len(smiles), "arch": args.arch, "batch": args.batch, "checks": e2e_checks,
+            "atoms_median": float(np.median(kept)), "atoms_max": int(max(kept)), "buckets": zoo_result.batches,
+            "sides": protocol.summarize(times, work=len(smiles), unit="molecules"),
+            "port_over_zoo": protocol.ratio(times, "port", "zoo (buckets, SDPA)"),
+        }
+        peer.close()
+
+        forward_model = model_for(args.forward_arch)
+        save_file(to_hf4x(forward_model.state_dict()), tmp / "fweights.safetensors")
+        peer = Peer(peer_path, {"graphs": str(tmp / "feat_graphs.json"), "hops": HOPS, "max_nodes": MAX_NODES,
+                                "spatial_pos_max": SPATIAL_POS_MAX, "weights": str(tmp / "fweights.safetensors"),
+                                "config": peer_config(args.forward_arch)}, threads, args.cache)
+        batch = dict(featurizer(all_smiles[:args.batch]))
+        save_file({k: v.contiguous() for k, v in batch.items()}, tmp / "batch.safetensors")
+        peer(cmd="forward", batch_file=str(tmp / "batch.safetensors"), save=str(tmp / "fwd.safetensors"))
+        outputs = {"port": load_file(tmp / "fwd.safetensors")["logits"]}
+
+        def zoo_forward(implementation):
+            def run():
+                forward_model.config._attn_implementation = implementation
+                with torch.no_grad():
+                    return forward_model(**batch).logits
+            return run
+
+        outputs["zoo eager"], outputs["zoo SDPA"] = zoo_forward("eager")(), zoo_forward("sdpa")()
+        sides = {"port": lambda: peer(cmd="forward", batch_file=str(tmp / "batch.safetensors")),
+                 "zoo eager": zoo_forward("eager"), "zoo SDPA": zoo_forward("sdpa")}
+        times = protocol.alternate(sides, args.repeats, warmup=0)  # warmed by the output checks
+        peer.close()
+        results["forward"] = {
+            "arch": args.forward_arch, "batch": args.batch, "atoms_max": int(batch["input_nodes"].shape[1]),
+            "checks": {name: protocol.compare_outputs(outputs[name], outputs["port"], atol=1e-4, require=False,
+                                                      what=f"{name} vs port") for name in ("zoo eager", "zoo SDPA")},
+            "sides": protocol.summarize(times),
+            "port_over_zoo_eager": protocol.ratio(times, "port", "zoo eager"),
+            "port_over_zoo_sdpa": protocol.ratio(times, "port", "zoo SDPA"),
+        }
+    protocol.finish(env)
+    protocol.save(results, args.out, panels=[
+        {"title": f"graphs -> batches ({results['featurize']['molecules']} molecules)", "ylabel": "molecules / s",
+         "bars": results["featurize"]["sides"], "key": "median_molecules_per_s", "rotation": 15},
+        {"title": f"SMILES -> predictions, {results['end_to_end']['molecules']} B3DB, {args.arch}",
+         "ylabel": "molecules / s", "bars": results["end_to_end"]["sides"], "key": "median_molecules_per_s"},
+        {"title": f"forward, {args.forward_arch}, batch {args.batch}", "ylabel": "seconds",
+         "bars": results["forward"]["sides"]},
+    ])
+    print(f"load average {env['load_average_start']} -> {env['load_average_end']}, {threads} thread(s)")
+    feat = results["featurize"]
+    for name, row in feat["sides"].items():
+        print(f"featurize {name:>20}: {row['median_molecules_per_s']:8.0f} molecules/s "
+              f"({row['min_molecules_per_s']:.0f}..{row['max_molecules_per_s']:.0f})")
+    print(f"  batch checks: {feat['checks']}")
+    for key in ("port_over_zoo", "original_over_zoo"):
+        if key in feat:
+            print(f"  {feat[key]['of']}: {feat[key]['median']:.2f}x ({feat[key]['min']:.2f}..{feat[key]['max']:.2f})")
+    e2e = results["end_to_end"]
+    for name, row in e2e["sides"].items():
+        print(f"end to end {name:>20}: {row['median_molecules_per_s']:8.1f} molecules/s")
+    r = e2e["port_over_zoo"]
+    print(f"  {r['of']}: {r['median']:.2f}x ({r['min']:.2f}..{r['max']:.2f}); checks {e2e['checks']}")
+    fwd = results["forward"]
+    for key in ("port_over_zoo_eager", "port_over_zoo_sdpa"):
+        print(f"forward {fwd[key]['of']}: {fwd[key]['median']:.2f}x ({fwd[key]['min']:.2f}..{fwd[key]['max']:.2f})")
     return 0
 
 

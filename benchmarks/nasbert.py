@@ -10,10 +10,7 @@ BERT-base on a 12-core CPU; the ratio depends on the machine and the thread coun
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
@@ -23,80 +20,56 @@ from transformers import BertConfig, BertModel
 import zoo
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _protocol as protocol  # noqa: E402
+
 SEQ_LEN = 128
 BATCHES = (1, 32)
-
-
-def latency(model: torch.nn.Module, batch: int, repeats: int, vocab: int, pad_id: int) -> float:
-    """Median seconds of a no-grad forward on [batch, SEQ_LEN] random ids (no padding)."""
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(pad_id + 1, vocab, (batch, SEQ_LEN), generator=generator)
-    mask = torch.ones_like(ids)
-    times = []
-    with torch.inference_mode():
-        model(input_ids=ids, attention_mask=mask)  # warm-up
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(input_ids=ids, attention_mask=mask)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    threads = protocol.pin_threads(args.threads)
+    env = protocol.environment(threads, seq_len=SEQ_LEN)
     torch.manual_seed(0)
     nasbert = zoo.create_model("nasbert5_mlnet").eval()
     bert = BertModel(BertConfig(), add_pooling_layer=False).eval()  # BERT-base: 12 x 768, 110M with embeddings
     models = {"nasbert5_mlnet": (nasbert, nasbert.config.vocab_size, nasbert.config.pad_token_id),
               "bert_base": (bert, bert.config.vocab_size, bert.config.pad_token_id)}
-    rows = {name: {"params": sum(p.numel() for p in m.parameters())} for name, (m, _, _) in models.items()}
-    for name, (model, vocab, pad) in tqdm(models.items(), desc="models"):
-        for batch in BATCHES:
-            rows[name][f"latency_s_batch{batch}"] = latency(model, batch, args.repeats, vocab, pad)
-    result = {
-        "seq_len": SEQ_LEN, "threads": args.threads, "repeats": args.repeats, "cpu": platform.processor() or
-        platform.machine(), "torch": torch.__version__, "models": rows,
-        "speedup": {f"batch{b}": rows["bert_base"][f"latency_s_batch{b}"] / rows["nasbert5_mlnet"][f"latency_s_batch{b}"]
-                    for b in BATCHES},
-        "param_ratio": rows["bert_base"]["params"] / rows["nasbert5_mlnet"]["params"],
-        "paper_speedup_nasbert5": 23.6,
-    }
-    print(f"{'model':<16}{'params':>14}" + "".join(f"{'batch ' + str(b) + ' (ms)':>18}" for b in BATCHES))
-    for name, row in rows.items():
-        print(f"{name:<16}{row['params']:>14,}" +
-              "".join(f"{1000 * row[f'latency_s_batch{b}']:>18.1f}" for b in BATCHES))
-    print("speedup (BERT-base / NAS-BERT5): " +
-          ", ".join(f"{k} {v:.1f}x" for k, v in result["speedup"].items()) +
-          f"; params {result['param_ratio']:.1f}x fewer; paper: 23.6x on a 12-core CPU")
-    (HERE / "nasbert.json").write_text(json.dumps(result, indent=2) + "\n")
-    _plot(result, HERE / "nasbert.png")
+    result = {"env": env, "seq_len": SEQ_LEN, "params": {name: sum(p.numel() for p in m.parameters())
+                                                         for name, (m, _, _) in models.items()},
+              # two different networks on the same ids: the comparison is of cost, the outputs differ by design
+              "outputs": "different models on the same input ids (cost comparison; outputs not comparable)",
+              "paper_speedup_nasbert5": 23.6, "batches": {}}
+    for batch in tqdm(BATCHES, desc="batch sizes"):
+        sides = {}
+        for name, (model, vocab, pad) in models.items():
+            ids = torch.randint(pad + 1, min(vocab, nasbert.config.vocab_size), (batch, SEQ_LEN),
+                                generator=torch.Generator().manual_seed(0))
+            mask = torch.ones_like(ids)
+
+            def run(model=model, ids=ids, mask=mask):
+                with torch.inference_mode():
+                    model(input_ids=ids, attention_mask=mask)
+            sides[name] = run
+        times = protocol.alternate(sides, args.repeats)
+        result["batches"][f"batch{batch}"] = {"sides": protocol.summarize(times),
+                                              "bert_over_nasbert": protocol.ratio(times, "bert_base", "nasbert5_mlnet")}
+    protocol.finish(env)
+    result["param_ratio"] = result["params"]["bert_base"] / result["params"]["nasbert5_mlnet"]
+    protocol.save(result, HERE / "nasbert", panels=[
+        {"title": f"batch {b}, seq {SEQ_LEN}", "ylabel": "seconds per forward", "bars": row["sides"], "log": True}
+        for b, row in zip(BATCHES, result["batches"].values())])
+    print(f"load average {env['load_average_start']} -> {env['load_average_end']}, {threads} thread(s)")
+    for name, row in result["batches"].items():
+        r = row["bert_over_nasbert"]
+        print(f"{name}: BERT-base / NAS-BERT5 {r['median']:.1f}x ({r['min']:.1f}..{r['max']:.1f})")
+    print(f"params {result['param_ratio']:.1f}x fewer; paper: 23.6x on a 12-core CPU")
     return result
-
-
-def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(5.5, 3.2))
-    width = 0.38
-    for offset, name in ((-width / 2, "bert_base"), (width / 2, "nasbert5_mlnet")):
-        values = [1000 * result["models"][name][f"latency_s_batch{b}"] for b in BATCHES]
-        axis.bar([i + offset for i in range(len(BATCHES))], values, width, label=name)
-    axis.set_xticks(range(len(BATCHES)), [f"batch {b}" for b in BATCHES])
-    axis.set_yscale("log")
-    axis.set_ylabel(f"ms per forward (seq {SEQ_LEN})")
-    axis.set_title(f"CPU, {result['threads']} threads: " +
-                   ", ".join(f"{v:.1f}x" for v in result["speedup"].values()))
-    axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

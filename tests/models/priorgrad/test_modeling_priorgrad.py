@@ -226,3 +226,37 @@ def test_noise_prediction_needs_no_prior_statistics_unless_conditioned():
     conditioned = PriorGradVocoder(PriorGradConfig(residual_layers=1, residual_channels=4, condition_prior=True))
     with pytest.raises(ValueError, match="energy statistics"):
         conditioned(torch.zeros(1, 80, 2), audio=torch.zeros(1, 512), diffusion_step=torch.tensor([3]))
+
+
+@pytest.mark.parametrize("options", [{}, {"condition_prior_global": True}], ids=["prior", "global"])
+def test_step_independent_conditioning_reused(options):
+    """Conditioning computed once (generate's cache) gives the per-call result; so do batched chunks."""
+    vocoder = random_vocoder(residual_layers=4, dilation_cycle_length=4, **options)
+    mels = log_mels(23, 17, seed=4)
+    noise = torch.randn(6, 2, 23 * 256, generator=torch.Generator().manual_seed(5))
+    uncached = vocoder.generate(mels, noise=noise, conditioning_cache_bytes=0).waveform
+    cached = vocoder.generate(mels, noise=noise).waveform
+    torch.testing.assert_close(cached, uncached, atol=1e-6, rtol=0)
+    one_by_one = vocoder.generate(mels, noise=noise, chunk_frames=4, chunk_batch_size=1,
+                                  conditioning_cache_bytes=0).waveform
+    batched = vocoder.generate(mels, noise=noise, chunk_frames=4).waveform
+    torch.testing.assert_close(batched, one_by_one, atol=1e-6, rtol=0)
+    torch.testing.assert_close(batched, uncached, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="chunk_batch_size must be >= 1"):
+        vocoder.generate(mels, noise=noise, chunk_frames=4, chunk_batch_size=0)
+
+
+def test_prepare_conditioning_matches_forward():
+    vocoder = random_vocoder(residual_layers=4, dilation_cycle_length=4)
+    model = vocoder.priorgrad
+    spectrogram = torch.randn(2, 80, 3, generator=torch.Generator().manual_seed(0))
+    audio = torch.randn(2, 768, generator=torch.Generator().manual_seed(1))
+    step = torch.tensor([7])
+    with torch.no_grad():
+        conditioning = model.prepare_conditioning(spectrogram)
+        assert len(conditioning) == 4 and conditioning[0].shape == (2, 2 * model.config.residual_channels, 768)
+        reused = model(audio, spectrogram, step, conditioning=conditioning).predicted_noise
+        direct = model(audio, spectrogram, step).predicted_noise
+    torch.testing.assert_close(reused, direct, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="conditioning does not match"):
+        model(audio[:, :512], spectrogram[..., :2], step, conditioning=conditioning)

@@ -6,8 +6,9 @@ quantised on log-like tables, time signatures from a fixed table. The tables and
 original (microsoft/muzic musicbert/preprocess.py) exactly, quirks included, so the encodings are
 the ones the released checkpoints were trained on.
 
-This module needs only numpy and the standard library; `mido` / `miditoolkit` are imported lazily by
-the functions that read or write MIDI files.
+This module needs only numpy and the standard library: MIDI bytes are read by a one-pass reader of
+its own, and `mido` (the reference reader, and the fallback for unusual files) / `miditoolkit` are
+imported lazily by the functions that need them.
 
     notes = read_midi("song.mid")                 # ParsedMidi, original (miditoolkit 0.1.14) note pairing
     octuples = encode_octuples(notes)             # sorted list of 8-tuples
@@ -19,6 +20,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -139,6 +141,7 @@ FIELD_SIZES = (
 
 # -- reading MIDI -------------------------------------------------------------------------------------------
 NOTE_PAIRINGS = ("legacy", "fifo")
+READERS = ("fast", "mido")
 
 
 @dataclass
@@ -246,6 +249,187 @@ def _parse_bytes(data: bytes, source: str, pairing: str) -> ParsedMidi:
     return ParsedMidi(midi.ticks_per_beat, notes_array, time_signatures, tempos, source, instruments)
 
 
+# -- the fast reader: one pass over the bytes -----------------------------------------------------------------
+class _NeedsGeneralReader(Exception):
+    """The byte scanner met something it leaves to mido (whose errors and quirks are the reference)."""
+
+
+# Meta events the scanner decodes or skips exactly as mido does; any other case goes to the general reader.
+_KEY_SIGNATURE_OK = {(key, mode) for key in range(-7, 8) for mode in (0, 1)}
+
+
+def _scan_track(data: bytes, pos: int, end: int, pairing: str, tempos: list, time_signatures: list,
+                track_index: int, instruments: list, blocks: list) -> None:
+    """Read one MTrk body `data[pos:end]`: tempo / time-signature changes, the first track name, paired notes.
+
+    Pairing follows `_pair_notes` (legacy: a note-off closes every open note of its key that started at an
+    earlier tick, and drops those that started at its own tick; fifo: it closes the oldest open note).
+    Raises _NeedsGeneralReader on anything unusual.
+    """
+    legacy = pairing == "legacy"
+    tick = 0
+    last_status = -1
+    name = ""
+    programs = [0] * 16
+    open_notes: dict[int, list] = {}
+    by_instrument: dict[tuple[int, int], list] = {}
+    channel_notes: list = [None] * 16  # the note list of (programs[channel], channel), while it is current
+    while pos < end:
+        byte = data[pos]
+        pos += 1
+        if byte < 0x80:
+            tick += byte
+        else:
+            delta = byte & 0x7F
+            while byte & 0x80:
+                byte = data[pos]
+                pos += 1
+                delta = (delta << 7) | (byte & 0x7F)
+            tick += delta
+        status = data[pos]
+        if status < 0x80:  # running status: the data starts here
+            status = last_status
+            if status < 0:
+                raise _NeedsGeneralReader
+        elif status < 0xF0:
+            last_status = status
+            pos += 1
+        elif status == 0xFF:
+            meta_type = data[pos + 1]
+            pos += 2
+            byte = data[pos]
+            pos += 1
+            length = byte & 0x7F
+            while byte & 0x80:
+                byte = data[pos]
+                pos += 1
+                length = (length << 7) | (byte & 0x7F)
+            if length > 1_000_000 or pos + length > end:
+                raise _NeedsGeneralReader
+            body = data[pos:pos + length]
+            pos += length
+            if meta_type == 0x51:
+                if length < 3:
+                    raise _NeedsGeneralReader
+                tempo = (body[0] << 16) | (body[1] << 8) | body[2]
+                if tempo == 0:
+                    raise _NeedsGeneralReader
+                bpm = 60 * 1e6 / tempo * 4 / 4.  # mido.tempo2bpm, operation for operation
+                if tick == 0:
+                    tempos[:] = [(bpm, 0)]
+                elif bpm != tempos[-1][0]:
+                    tempos.append((bpm, tick))
+            elif meta_type == 0x58:
+                if length < 4:
+                    raise _NeedsGeneralReader
+                time_signatures.append((body[0], 2 ** body[1], tick))
+            elif meta_type == 0x03:
+                if not name:
+                    name = body.decode("latin1")
+            elif ((meta_type == 0x00 and length == 1) or (meta_type == 0x20 and length == 0)
+                  or (meta_type == 0x54 and (length < 5 or body[0] >> 5 > 3))
+                  or (meta_type == 0x59 and (length < 2 or (body[0] - 256 * (body[0] > 127), body[1])
+                                             not in _KEY_SIGNATURE_OK))):
+                raise _NeedsGeneralReader  # mido raises or decodes these specially
+            continue
+        else:
+            raise _NeedsGeneralReader  # sysex and system messages: rare, and mido's checks on them apply
+        first = data[pos]
+        if status >= 0xC0 and status < 0xE0:  # program change, channel pressure: one data byte
+            pos += 1
+            if first > 127:
+                raise _NeedsGeneralReader
+            if status < 0xD0:
+                programs[status & 0x0F] = first
+                channel_notes[status & 0x0F] = None
+            continue
+        second = data[pos + 1]
+        pos += 2
+        if first > 127 or second > 127:
+            raise _NeedsGeneralReader
+        if status >= 0xA0:
+            continue
+        key = ((status & 0x0F) << 7) | first
+        if status >= 0x90 and second:
+            pending = open_notes.get(key)
+            if pending is None:
+                open_notes[key] = [(tick, second)]
+            else:
+                pending.append((tick, second))
+            continue
+        pending = open_notes.get(key)
+        if not pending:
+            continue
+        if len(pending) == 1:
+            del open_notes[key]
+            if legacy and pending[0][0] == tick:
+                continue
+            closing = pending
+        else:
+            if legacy:
+                closing = [n for n in pending if n[0] != tick]
+                keeping = [n for n in pending if n[0] == tick]
+            else:
+                closing, keeping = pending[:1], pending[1:]
+            if closing and keeping:
+                open_notes[key] = keeping
+            else:
+                del open_notes[key]
+            if not closing:
+                continue
+        channel = status & 0x0F
+        notes = channel_notes[channel]
+        if notes is None:
+            instrument = (programs[channel], channel)
+            notes = by_instrument.get(instrument)
+            if notes is None:
+                notes = by_instrument[instrument] = []
+            channel_notes[channel] = notes
+        for start, velocity in closing:
+            notes.append((start, tick, first, velocity))
+    if pos != end:
+        raise _NeedsGeneralReader
+    for (program, channel), notes in by_instrument.items():
+        is_drum = channel == 9
+        instruments.append({"program": program, "is_drum": is_drum, "name": name, "notes": notes,
+                            "track": track_index})
+        block = np.empty((len(notes), 6), dtype=np.int64)
+        block[:, :4] = notes
+        block[:, 4] = program
+        block[:, 5] = is_drum
+        blocks.append(block)
+
+
+def _scan_bytes(data: bytes, source: str, pairing: str) -> ParsedMidi:
+    """The fast reader: the same ParsedMidi as `_parse_bytes` (mido), or _NeedsGeneralReader."""
+    size = len(data)
+    if size < 14 or data[:4] != b"MThd":
+        raise _NeedsGeneralReader
+    header_size = int.from_bytes(data[4:8], "big")
+    if header_size < 6 or 8 + header_size > size:
+        raise _NeedsGeneralReader
+    _format, num_tracks, ticks_per_beat = struct.unpack_from(">hhh", data, 8)
+    pos = 8 + header_size
+    tempos: list[tuple[float, int]] = [(120.0, 0)]
+    time_signatures: list[tuple[int, int, int]] = []
+    instruments: list[dict[str, Any]] = []
+    blocks: list[np.ndarray] = []
+    for track_index in range(num_tracks):
+        if pos + 8 > size or data[pos:pos + 4] != b"MTrk":
+            raise _NeedsGeneralReader
+        end = pos + 8 + int.from_bytes(data[pos + 4:pos + 8], "big")
+        if end > size:
+            raise _NeedsGeneralReader
+        try:
+            _scan_track(data, pos + 8, end, pairing, tempos, time_signatures, track_index, instruments, blocks)
+        except IndexError:  # an event runs past the end of the file
+            raise _NeedsGeneralReader from None
+        pos = end
+    time_signatures.sort(key=lambda ts: ts[2])
+    notes_array = np.concatenate(blocks) if blocks else np.zeros((0, 6), dtype=np.int64)
+    return ParsedMidi(ticks_per_beat, notes_array, time_signatures, tempos, source, instruments)
+
+
 def parsed_from_miditoolkit(midi_obj: Any, source: str | None = None) -> ParsedMidi:
     """Wrap an already-parsed `miditoolkit.MidiFile` (its own note pairing applies)."""
     source = source or _source_name(midi_obj)
@@ -266,7 +450,8 @@ def parsed_from_miditoolkit(midi_obj: Any, source: str | None = None) -> ParsedM
 
 
 def read_midi(
-    source: str | os.PathLike | bytes | Any, note_pairing: str = "legacy", max_file_bytes: int | None = 64 << 20
+    source: str | os.PathLike | bytes | Any, note_pairing: str = "legacy", max_file_bytes: int | None = 64 << 20,
+    reader: str = "fast",
 ) -> ParsedMidi:
     """Read a MIDI file (path, bytes or binary file object) or wrap a `miditoolkit.MidiFile`.
 
@@ -274,8 +459,15 @@ def read_midi(
     released checkpoints were trained; `"fifo"` as miditoolkit >= 1.0 does. A `miditoolkit.MidiFile`
     passed in keeps the pairing of whatever parsed it. Files larger than `max_file_bytes` are refused.
 
+    `reader="fast"` (default) reads the bytes in one pass of its own and hands any file it does not
+    read exactly like mido (sysex, truncated or malformed events, odd meta events) to the reference
+    reader, `reader="mido"`: mido's messages paired like miditoolkit, verified identical to the
+    original encoder. Both give the same ParsedMidi.
+
         parsed = read_midi("song.mid")
     """
+    if reader not in READERS:
+        raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
     if hasattr(source, "instruments") and hasattr(source, "ticks_per_beat"):
         return parsed_from_miditoolkit(source)
     name = _source_name(source)
@@ -296,6 +488,11 @@ def read_midi(
         raise TypeError(f"cannot read MIDI from {type(source).__name__}; pass a path, bytes or a miditoolkit.MidiFile")
     if max_file_bytes is not None and len(data) > max_file_bytes:
         raise OctupleError(f"{name}: file is {len(data)} bytes, above max_file_bytes={max_file_bytes}")
+    if reader == "fast" and note_pairing in NOTE_PAIRINGS:
+        try:
+            return _scan_bytes(data, str(name), note_pairing)
+        except _NeedsGeneralReader:
+            pass
     return _parse_bytes(data, str(name), note_pairing)
 
 
@@ -335,37 +532,51 @@ def encode_octuples(parsed: ParsedMidi) -> list[tuple[int, ...]]:
 
         octuples = encode_octuples(read_midi("song.mid"))
     """
+    return [tuple(row) for row in encode_octuple_array(parsed).tolist()]
+
+
+def encode_octuple_array(parsed: ParsedMidi) -> np.ndarray:
+    """`encode_octuples` as an int64 array [N, 8] (rows in the same sorted order)."""
     check_parsed(parsed)
     notes = parsed.notes
+    empty = np.zeros((0, len(FIELD_NAMES)), dtype=np.int64)
     if notes.shape[0] == 0:
-        return []
+        return empty
     tpb = parsed.ticks_per_beat
     starts = _to_positions(notes[:, 0], tpb)
     ends = _to_positions(notes[:, 1], tpb)
     length = int(min(starts.max() + 1, TRUNC_POS))
-    ts_changes = [(int(_to_positions(t, tpb)), (n, d)) for n, d, t in parsed.time_signatures]
-    tempo_changes = [(int(_to_positions(t, tpb)), bpm) for bpm, t in parsed.tempos]
+    ts_positions = _to_positions([t for _, _, t in parsed.time_signatures], tpb).tolist()
+    ts_changes = [(p, (n, d)) for p, (n, d, _) in zip(ts_positions, parsed.time_signatures)]
+    tempo_positions = _to_positions([t for _, t in parsed.tempos], tpb).tolist()
+    tempo_changes = [(p, bpm) for p, (bpm, _) in zip(tempo_positions, parsed.tempos)]
     ts_tokens = _fill_changes(length, ts_changes, DEFAULT_TIME_SIGNATURE_TOKEN,
                               lambda ts: time_signature_to_token(*ts, source=parsed.source))
     tempo_tokens = _fill_changes(length, tempo_changes, DEFAULT_TEMPO_TOKEN, tempo_to_token)
     # A time-signature change takes effect on the bar length only at the next bar line.
     bars = np.empty(length, dtype=np.int64)
     in_bar = np.empty(length, dtype=np.int64)
+    changes = np.flatnonzero(ts_tokens[1:] != ts_tokens[:-1]) + 1  # positions where the token changes
     position, bar = 0, 0
     while position < length:
         numerator, denominator = TIME_SIGNATURES[ts_tokens[position]]
         measure = numerator * BEAT_NOTE_FACTOR * POS_RESOLUTION // denominator
-        stop = min(position + measure, length)
-        bars[position:stop] = bar
-        in_bar[position:stop] = np.arange(stop - position)
-        position, bar = stop, bar + 1
+        # Every bar that starts before the next change has this bar's length.
+        index = int(np.searchsorted(changes, position, side="right"))
+        change = int(changes[index]) if index < len(changes) else length
+        count = -(-(change - position) // measure)
+        stop = min(position + count * measure, length)
+        offsets = np.arange(stop - position)
+        bars[position:stop] = bar + offsets // measure
+        in_bar[position:stop] = offsets % measure
+        position, bar = position + count * measure, bar + count
     keep = starts < TRUNC_POS
     if not keep.all():
         warnings.warn(f"{parsed.source}: {int((~keep).sum())} notes start at or after grid position {TRUNC_POS} "
                       "(about 30 minutes) and are dropped, as the original encoder does", stacklevel=2)
     starts, ends, notes = starts[keep], ends[keep], notes[keep]
     if notes.shape[0] == 0:
-        return []
+        return empty
     drum = notes[:, 5].astype(bool)
     columns = np.stack([
         bars[starts], in_bar[starts],
@@ -376,7 +587,7 @@ def encode_octuples(parsed: ParsedMidi) -> list[tuple[int, ...]]:
         ts_tokens[starts], tempo_tokens[starts],
     ], axis=1)
     order = np.lexsort(columns.T[::-1])
-    return [tuple(row) for row in columns[order].tolist()]
+    return columns[order]
 
 
 def select_for_input(octuples: list[tuple[int, ...]], max_notes: int = SAMPLE_LEN_MAX) -> list[tuple[int, ...]]:
@@ -493,7 +704,7 @@ def decode_octuples(octuples: list[tuple[int, ...]] | np.ndarray, ticks_per_beat
 
 
 __all__ = [
-    "FIELD_NAMES", "FIELD_SIZES", "NOTE_PAIRINGS", "OctupleError", "ParsedMidi", "TIME_SIGNATURES",
-    "check_parsed", "decode_octuples", "encode_octuples", "parsed_from_miditoolkit", "read_midi",
+    "FIELD_NAMES", "FIELD_SIZES", "NOTE_PAIRINGS", "OctupleError", "ParsedMidi", "READERS", "TIME_SIGNATURES",
+    "check_parsed", "decode_octuples", "encode_octuple_array", "encode_octuples", "parsed_from_miditoolkit", "read_midi",
     "reduce_time_signature", "select_for_input", "tempo_to_token", "window_octuples",
 ]

@@ -19,13 +19,14 @@ import numpy as np
 from transformers import BatchEncoding, PreTrainedTokenizer
 
 from .octuple import (
+    BAR_MAX,
     FIELD_SIZES,
+    READERS,
     SAMPLE_LEN_MAX,
     OctupleError,
     decode_octuples,
-    encode_octuples,
+    encode_octuple_array,
     read_midi,
-    select_for_input,
     window_octuples,
 )
 
@@ -64,6 +65,8 @@ class OctupleMidiTokenizer(PreTrainedTokenizer):
         vocab_file: a saved `dict.txt`; it must equal the table built in code (the encoder is table-driven).
         note_pairing: `"legacy"` (default) pairs note-on/off like miditoolkit 0.1.14, which the released
             checkpoints saw; `"fifo"` like miditoolkit >= 1.0.
+        midi_reader: `"fast"` (default) reads MIDI bytes in one pass of its own (files it does not read
+            exactly like mido go to the reference reader); `"mido"` is the reference reader. Same ids.
         max_notes: notes per sequence (the original's 1000).
         overflow: what to do with a piece longer than `max_notes` notes or 256 bars: `"truncate"` keeps
             the original's selection and warns, `"window"` returns several overlapping sequences,
@@ -86,6 +89,7 @@ class OctupleMidiTokenizer(PreTrainedTokenizer):
         note_pairing: str = "legacy",
         max_notes: int = SAMPLE_LEN_MAX,
         overflow: str = "truncate",
+        midi_reader: str = "fast",
         bos_token: str = "<s>",
         pad_token: str = "<pad>",
         eos_token: str = "</s>",
@@ -97,6 +101,8 @@ class OctupleMidiTokenizer(PreTrainedTokenizer):
             raise ValueError(f"overflow must be one of {OVERFLOW_MODES}, got {overflow!r}")
         if note_pairing not in ("legacy", "fifo"):
             raise ValueError(f"note_pairing must be 'legacy' or 'fifo', got {note_pairing!r}")
+        if midi_reader not in READERS:
+            raise ValueError(f"midi_reader must be one of {READERS}, got {midi_reader!r}")
         self._tokens = build_vocab()
         if vocab_file is not None:
             saved = _read_dict_file(vocab_file)
@@ -109,10 +115,11 @@ class OctupleMidiTokenizer(PreTrainedTokenizer):
         self.note_pairing = note_pairing
         self.max_notes = max_notes
         self.overflow = overflow
+        self.midi_reader = midi_reader
         super().__init__(
             bos_token=bos_token, pad_token=pad_token, eos_token=eos_token, unk_token=unk_token,
             mask_token=mask_token, note_pairing=note_pairing, max_notes=max_notes, overflow=overflow,
-            special_tokens_pattern="none", **kwargs,
+            midi_reader=midi_reader, special_tokens_pattern="none", **kwargs,
         )
 
     # -- vocabulary ------------------------------------------------------------------------------------------
@@ -160,7 +167,7 @@ class OctupleMidiTokenizer(PreTrainedTokenizer):
 
     def octuples_to_ids(self, octuples: Iterable[Sequence[int]], add_special_tokens: bool = True) -> list[int]:
         """Ids of a note sequence; with special tokens, exactly fairseq's `encode_line(append_eos=True)`."""
-        values = np.asarray(list(octuples), dtype=np.int64)
+        values = np.asarray(octuples if isinstance(octuples, np.ndarray) else list(octuples), dtype=np.int64)
         if values.size == 0:
             values = values.reshape(0, OCTUPLE)
         if values.ndim != 2 or values.shape[1] != OCTUPLE:
@@ -196,16 +203,22 @@ class OctupleMidiTokenizer(PreTrainedTokenizer):
     # -- MIDI ------------------------------------------------------------------------------------------------
     def midi_to_octuples(self, source: Any, note_pairing: str | None = None) -> list[tuple[int, ...]]:
         """All notes of a MIDI path / bytes / `miditoolkit.MidiFile` as sorted 8-tuples (no length limit)."""
-        parsed = read_midi(source, note_pairing=note_pairing or self.note_pairing)
-        octuples = encode_octuples(parsed)
-        if not octuples:
+        return [tuple(row) for row in self._octuple_array(source, note_pairing).tolist()]
+
+    def _octuple_array(self, source: Any, note_pairing: str | None) -> np.ndarray:
+        parsed = read_midi(source, note_pairing=note_pairing or self.note_pairing,
+                           reader=getattr(self, "midi_reader", "fast"))
+        octuples = encode_octuple_array(parsed)
+        if not len(octuples):
             raise OctupleError(f"{parsed.source}: the MIDI file has no notes to encode")
         return octuples
 
-    def _sequences(self, source: Any, note_pairing: str | None, overflow: str | None) -> list[list[tuple[int, ...]]]:
-        octuples = self.midi_to_octuples(source, note_pairing)
+    def _sequences(self, source: Any, note_pairing: str | None, overflow: str | None) -> list[Any]:
+        octuples = self._octuple_array(source, note_pairing)
         overflow = overflow or self.overflow
-        selected = select_for_input(octuples, self.max_notes)
+        # select_for_input on the array: the first max_notes notes, then those in bars < 256.
+        selected = octuples[:self.max_notes]
+        selected = selected[selected[:, 0] < BAR_MAX]
         if len(selected) == len(octuples):
             return [selected]
         name = source if isinstance(source, (str, os.PathLike)) else type(source).__name__
@@ -214,7 +227,7 @@ class OctupleMidiTokenizer(PreTrainedTokenizer):
         if overflow == "error":
             raise OctupleError(message + "; use overflow='truncate' or 'window'")
         if overflow == "window":
-            return window_octuples(octuples, self.max_notes)
+            return window_octuples([tuple(row) for row in octuples.tolist()], self.max_notes)
         warnings.warn(message + "; the rest is dropped (overflow='window' keeps it)", stacklevel=3)
         return [selected]
 
