@@ -159,3 +159,12 @@ def test_bad_inputs_are_named(tmp_path):
         list(batches([1], 0))
     with pytest.raises(EmbedError, match="no such file"):
         embed(["missing.mid"], _folder(tmp_path, "musicbert_base"))
+
+
+def test_sized_batches_cover_every_index_once_and_group_similar_sizes():
+    sizes = [9, 1, 5, 1, 7, 3, 2, 8]
+    got = list(batches(sizes, 3, sizes))
+    assert sorted(i for batch in got for i in batch) == list(range(len(sizes)))
+    assert all(len(batch) <= 3 for batch in got)
+    # each batch's largest item is no larger than the next batch's smallest (ascending buckets)
+    assert all(max(sizes[i] for i in a) <= min(sizes[i] for i in b) for a, b in zip(got, got[1:]))

@@ -68,12 +68,23 @@ class Embeddings:
     per_item: bool
 
 
-def batches(items: Sequence[Any], batch_size: int) -> Iterator[list[int]]:
-    """Index lists of the batches `embed` runs (in input order; the one place to add size bucketing)."""
+def batches(items: Sequence[Any], batch_size: int, sizes: Sequence[int] | None = None) -> Iterator[list[int]]:
+    """Index lists of the batches `embed` runs: in input order, or, with `sizes`, items of similar size together
+    (zoo.inference.iter_size_buckets) so that a batch is padded to its own largest item, not the data set's.
+    Results are placed back by index, so the order of batches never changes an output."""
     if batch_size < 1:
         raise EmbedError(f"batch_size must be at least 1, got {batch_size}")
+    if sizes is not None:
+        from .inference import iter_size_buckets
+
+        yield from iter_size_buckets(sizes, batch_size)
+        return
     for start in range(0, len(items), batch_size):
         yield list(range(start, min(start + batch_size, len(items))))
+
+
+# families whose inputs are strings whose length tracks the padded size (SMILES atoms, text tokens)
+_SIZED_BY_LENGTH = {"graphormer", "dmp", "nasbert"}
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -328,7 +339,9 @@ def embed(
     raw, names = read_inputs(list(inputs), family)
     vectors: list[np.ndarray | None] = [None] * len(raw)
     with torch.no_grad():
-        for index in batches(raw, batch_size):
+        sizes = ([len(item) for item in raw] if family in _SIZED_BY_LENGTH and all(isinstance(item, str) for item in raw)
+                 else None)
+        for index in batches(raw, batch_size, sizes):
             try:
                 out = _embed_batch(family, base, processor, [raw[i] for i in index], per_item)
             except (ValueError, KeyError, OSError) as err:
