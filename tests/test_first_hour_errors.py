@@ -128,3 +128,62 @@ def test_head_checkpoint_as_base_model_is_quiet_but_foreign_keys_are_not(tmp_pat
     assert json.loads((tmp_path / "base" / "config.json").read_text())["architectures"] == ["DmpModel"]
     _, info = AutoModel.from_pretrained(tmp_path / "base", output_loading_info=True)
     assert "stray.weight" in info["unexpected_keys"]
+
+
+REMOTE_BASE_LOAD = """
+import json, sys
+sys.modules["zoo"] = None          # remote code only: zoo/auto.py's quieting must not be what helps
+sys.modules["conversion"] = None
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+folder = sys.argv[1]
+base, info = AutoModel.from_pretrained(folder, trust_remote_code=True, output_loading_info=True)
+assert type(base).__module__.startswith("transformers_modules"), type(base).__module__
+saved = load_file(folder + "/model.safetensors")
+prefix = base.base_model_prefix + "."
+same = all(torch.equal(tensor, saved[prefix + name]) for name, tensor in base.state_dict().items()
+           if prefix + name in saved)
+print("INFO " + json.dumps({"type": type(base).__name__, "same": same,
+                            **{k: sorted(map(str, info[k])) for k in ("missing_keys", "unexpected_keys")}}))
+"""
+
+
+def _load_base_without_zoo(folder: Path) -> tuple[dict, str]:
+    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "HF_HOME": str(folder.parent / "hf-home")}
+    result = subprocess.run([sys.executable, "-c", REMOTE_BASE_LOAD, str(folder)], capture_output=True, text=True,
+                            env=env, cwd=folder.parent, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    line = next(li for li in result.stdout.splitlines() if li.startswith("INFO "))
+    return json.loads(line[len("INFO "):]), result.stdout + result.stderr
+
+
+def test_head_checkpoint_as_base_model_is_quiet_with_remote_code_only(tmp_path):
+    """Each family's base class declares the head keys it may drop (`_keys_to_ignore_on_load_unexpected`), so
+    the remote code alone is quiet; the DEQ families' weight-normalised weights must load, not re-initialise."""
+    checked = []
+    for name, family in zoo.families().items():
+        heads = [v for v in zoo.list_models(family=name)
+                 if zoo.model_info(v).architecture != family.base_model_class.__name__]
+        if not heads:
+            continue
+        entry = zoo.model_info(heads[0])
+        torch.manual_seed(0)
+        model = zoo.create_model(entry.name, **entry.test_config)
+        folder = tmp_path / name
+        model.save_pretrained(folder)
+        info, output = _load_base_without_zoo(folder)
+        assert info["type"] == family.base_model_class.__name__, (name, info)
+        assert info["unexpected_keys"] == [] and info["missing_keys"] == [], (name, info)
+        assert "UNEXPECTED" not in output and "MISSING" not in output, (name, output[-3000:])
+        assert info["same"], f"{name}: the base model's weights differ from the checkpoint's"
+        checked.append(name)
+    assert {"graphormer", "dmp", "nasbert", "mdeq", "deq_transformer"} <= set(checked), checked
+
+    for name in ("graphormer", "deq_transformer"):  # a key that is no head's is still reported
+        folder = tmp_path / name
+        weights = load_file(folder / "model.safetensors")
+        weights["stray.weight"] = torch.zeros(2)
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+        info, output = _load_base_without_zoo(folder)
+        assert "stray.weight" in info["unexpected_keys"] and "UNEXPECTED" in output, (name, info)

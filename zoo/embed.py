@@ -244,7 +244,7 @@ def read_inputs(values: Sequence[Any], family: str) -> tuple[list[Any], list[str
     file per input (MIDI, wav, image or .npy, atoms JSON); strings pass through."""
     raw, names = [], []
     for value in values:
-        if isinstance(value, (str, os.PathLike)) and Path(value).is_file():
+        if isinstance(value, (str, os.PathLike)) and _is_file(value):
             path = Path(value)
             if family in ("graphormer", "dmp", "nasbert", "deq_transformer"):  # a list: one input per line (fortune files: per '%')
                 for number, text in _text_items(path, family):
@@ -272,6 +272,14 @@ def read_inputs(values: Sequence[Any], family: str) -> tuple[list[Any], list[str
     if not raw:
         raise EmbedError("no inputs to embed")
     return raw, names
+
+
+def _is_file(value: str | os.PathLike) -> bool:
+    """Whether an input names a file; a long sentence is not a path (stat() would fail on it)."""
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _text_items(path: Path, family: str) -> Iterator[tuple[int, str]]:
