@@ -216,6 +216,8 @@ def test_deq_transformer_from_text(hub, tmp_path):
     assert model.config.vocab_size == len(vocab)
     DeqTransformerTokenizer(symbols=vocab).save_pretrained(folder)
     _publish(hub, folder, variant, "lab/deq-transformer-tiny")
+    assert 'AutoTokenizer.from_pretrained("lab/deq-transformer-tiny", trust_remote_code=True)' in (
+        folder / "README.md").read_text()  # the card shows the raw-text path when vocab.txt is there
     text = lines[0] + " zyzzyva\n" + lines[1]  # a word outside the vocabulary, and two lines
     ids = [vocab.index(w) for w in lines[0].split()] + [vocab.index("<unk>"), 0]
     ids += [vocab.index(w) for w in lines[1].split()] + [0]  # the original: <eos> (id 0) after every line
