@@ -2,7 +2,8 @@
 
     python conversion/convert_deq.py final_state.pth.tar OUT_DIR --config cls_mdeq_TINY.yaml
     python conversion/convert_deq.py MDEQ_Small.pkl OUT_DIR --variant mdeq_small_imagenet --layout v1
-    python conversion/convert_deq.py deq_transformer_wt103.pkl OUT_DIR --variant deq_transformer_wt103
+    python conversion/convert_deq.py deq_transformer_wt103.pkl OUT_DIR --variant deq_transformer_wt103 \
+        --vocab-corpus wikitext-103/wiki.train.tokens
 
 Accepted inputs: a v2 state dict (`final_state.pth.tar`, `model_best.pth.tar`), a v2 training checkpoint
 dict (`checkpoint.pth.tar`, its "state_dict" entry is used) and the v1 layout of the released ImageNet
@@ -11,6 +12,12 @@ against the real weights and dropped. The architecture comes from a registry var
 yaml (`--config`, yaml or json). DEQ-Transformer state dicts (`DEQTransformerLM.state_dict()`, tied
 tensors stored under both names) take a variant or the `train_transformer.py` arguments as yaml/json
 (argparse names, plus `cutoffs`/`tie_projs`). Every original key must be used and every model key filled.
+
+The DEQ-Transformer's word-level vocabulary is not inside the checkpoint: the original rebuilds it from the
+training file. Give it as `--vocab-corpus TRAIN_FILE` (rebuilt the original's way: `<eos>` first, then
+words by decreasing count) or `--vocab FILE` (one symbol per line in id order), and the folder gets a
+DeqTransformerTokenizer (vocab.txt, for AutoTokenizer with trust_remote_code); its size must equal the
+checkpoint's vocabulary size.
 """
 
 from __future__ import annotations
@@ -35,6 +42,11 @@ from zoo.models.deq import (
     MdeqConfig,
     MdeqForImageClassification,
     MdeqImageProcessor,
+)
+from zoo.models.deq.tokenization_deq_transformer import (
+    DeqTransformerTokenizer,
+    build_vocabulary,
+    read_vocabulary,
 )
 
 __all__ = ["ConversionError", "convert", "deq_transformer_state_dict", "main", "mdeq_state_dict", "split_layout"]
@@ -185,6 +197,8 @@ def convert(
     layout: str = "auto",
     overwrite: bool = False,
     command: str | None = None,
+    vocab: str | Path | None = None,
+    vocab_corpus: str | Path | None = None,
 ) -> Path:
     """Convert an original MDEQ or DEQ-Transformer checkpoint into a zoo folder and check the reloaded model.
 
@@ -200,6 +214,7 @@ def convert(
     else:
         detected = "v2"
     cfg = _load_config(config, variant, str(original), family)
+    tokenizer = _tokenizer(family, cfg, vocab, vocab_corpus)
     if family == "mdeq":
         if detected == "v1" and not cfg.post_gn_affine:
             raise ConversionError(f"{original} is a v1 checkpoint, whose post-fusion GroupNorms are always affine, "
@@ -218,6 +233,8 @@ def convert(
         model.save_pretrained(stage)
         if family == "mdeq":
             original_image_processor(cfg).save_pretrained(stage)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(stage)
         reloaded = model_class.from_pretrained(stage).eval()
         got = _quiet_forward(reloaded, inputs).logits
         diff = float((got - expected).abs().max())
@@ -244,6 +261,29 @@ def convert(
     return out_dir
 
 
+def _tokenizer(family: str, cfg, vocab, vocab_corpus) -> DeqTransformerTokenizer | None:
+    """The word-level tokenizer from a vocab list or the training corpus (DEQ-Transformer only)."""
+    if vocab is None and vocab_corpus is None:
+        return None
+    if family != "deq_transformer":
+        raise ConversionError("--vocab / --vocab-corpus apply to DEQ-Transformer checkpoints only")
+    if vocab is not None and vocab_corpus is not None:
+        raise ConversionError("give --vocab or --vocab-corpus, not both")
+    try:
+        if vocab is not None:
+            symbols = read_vocabulary(vocab)
+        else:
+            with open(vocab_corpus, encoding="utf-8") as handle:  # streamed: WikiText-103 is 0.5 GB
+                symbols = build_vocabulary(handle)
+        tokenizer = DeqTransformerTokenizer(symbols=symbols)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConversionError(f"vocabulary {vocab or vocab_corpus}: {error}") from None
+    if len(symbols) != cfg.vocab_size:
+        raise ConversionError(f"vocabulary {vocab or vocab_corpus} has {len(symbols)} symbols but the checkpoint's "
+                              f"vocab_size is {cfg.vocab_size}")
+    return tokenizer
+
+
 def original_image_processor(config) -> MdeqImageProcessor:
     """The evaluation preprocessing of locuslab/mdeq's tools/cls_train.py for the checkpoint's data set:
     CIFAR-10 (32 x 32) ToTensor + Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)); ImageNet
@@ -264,11 +304,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="original yaml (MDEQ) or train_transformer.py arguments (yaml/json)")
     parser.add_argument("--layout", default="auto", choices=["auto", "v1", "v2"], help="checkpoint layout")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty out_dir")
+    parser.add_argument("--vocab", help="DEQ-Transformer: vocabulary file, one symbol per line in id order")
+    parser.add_argument("--vocab-corpus", help="DEQ-Transformer: training text to rebuild the vocabulary from "
+                                               "(the original's way; WikiText-103: wiki.train.tokens)")
     args = parser.parse_args(argv)
     command = "python conversion/convert_deq.py " + " ".join(map(shlex.quote, argv if argv is not None else sys.argv[1:]))
     try:
         out = convert(args.original, args.out_dir, variant=args.variant, config=args.config, layout=args.layout,
-                      overwrite=args.overwrite, command=command)
+                      overwrite=args.overwrite, command=command,
+                      vocab=args.vocab, vocab_corpus=args.vocab_corpus)
     except (ConversionError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import zoo
+from tests.english_text import fortune_lines, needs_fortunes
 from zoo import cli
 from zoo.embed import EmbedError, batches, embed, write_embeddings
 
@@ -125,6 +126,30 @@ def test_deq_transformer_tokens(tmp_path):
     folder = _folder(tmp_path, variant)
     result = embed([[5, 6, 7, 8], [9, 10]], folder, per_item=True)
     assert [len(v) for v in result.vectors] == [4, 2]
+    with pytest.raises(EmbedError, match="no tokenizer"):
+        embed(["raw text needs a vocabulary"], folder)
+
+
+@needs_fortunes
+def test_deq_transformer_text(tmp_path, capsys):
+    from zoo.models.deq import DeqTransformerTokenizer, build_vocabulary
+
+    variant = zoo.list_models(family="deq_transformer")[0]
+    lines = fortune_lines(58)
+    vocab = build_vocabulary(lines)  # 60 symbols: the tiny model's vocabulary
+    folder = _folder(tmp_path, variant, processor=DeqTransformerTokenizer(symbols=vocab))
+    sentences = [lines[0], lines[1] + " zyzzyva"]
+    per_token = embed(sentences, folder, per_item=True)
+    assert [len(v) for v in per_token.vectors] == [len(lines[0].split()) + 1, len(lines[1].split()) + 2]  # + <eos>
+    by_ids = embed([[vocab.index(w) for w in lines[0].split()] + [0]], folder, per_item=True)
+    np.testing.assert_allclose(by_ids.vectors[0], per_token.vectors[0], atol=1e-5)
+    pooled = embed(sentences, folder)
+    np.testing.assert_allclose(pooled.vectors[1], per_token.vectors[1].mean(0), atol=1e-5)
+    (tmp_path / "sentences.txt").write_text("\n".join(sentences) + "\n")
+    out = tmp_path / "s.npy"
+    assert cli.main(["embed", str(tmp_path / "sentences.txt"), "--model", str(folder), "--output", str(out)]) == 0
+    assert "deq_transformer: 2 input(s)" in capsys.readouterr().out
+    np.testing.assert_allclose(np.load(out), pooled.vectors, atol=1e-5)
 
 
 def test_outputs_read_back_and_cli(tmp_path, capsys):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -128,3 +129,74 @@ def test_head_checkpoint_as_base_model_is_quiet_but_foreign_keys_are_not(tmp_pat
     assert json.loads((tmp_path / "base" / "config.json").read_text())["architectures"] == ["DmpModel"]
     _, info = AutoModel.from_pretrained(tmp_path / "base", output_loading_info=True)
     assert "stray.weight" in info["unexpected_keys"]
+
+
+REMOTE_BASE_LOAD = """
+import json, sys
+sys.modules["zoo"] = None          # remote code only: zoo/auto.py's quieting must not be what helps
+sys.modules["conversion"] = None
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+for folder in sys.argv[1:]:
+    print("LOADING " + folder, flush=True)
+    base, info = AutoModel.from_pretrained(folder, trust_remote_code=True, output_loading_info=True)
+    assert type(base).__module__.startswith("transformers_modules"), type(base).__module__
+    saved = load_file(folder + "/model.safetensors")
+    prefix = base.base_model_prefix + "."
+    same = all(torch.equal(tensor, saved[prefix + name]) for name, tensor in base.state_dict().items()
+               if prefix + name in saved)
+    print("INFO " + json.dumps({"folder": folder, "type": type(base).__name__, "same": same,
+                                **{k: sorted(map(str, info[k])) for k in ("missing_keys", "unexpected_keys")}}),
+          flush=True)
+"""
+
+
+def _load_base_without_zoo(folders: list[Path]) -> dict[str, tuple[dict, str]]:
+    """folder name -> (loading info, what was printed while loading it), all loaded in one clean process."""
+    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "HF_HOME": str(folders[0].parent / "hf-home"),
+           "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", REMOTE_BASE_LOAD, *map(str, folders)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=folders[0].parent, timeout=600)
+    assert result.returncode == 0, result.stdout[-6000:]  # stdout and stderr (the LOAD REPORT) interleaved
+    out = {}
+    for chunk in result.stdout.split("LOADING ")[1:]:
+        line = next(li for li in chunk.splitlines() if li.startswith("INFO "))
+        info = json.loads(line[len("INFO "):])
+        out[Path(info["folder"]).name] = (info, chunk)
+    assert len(out) == len(folders), result.stdout[-2000:]
+    return out
+
+
+def test_head_checkpoint_as_base_model_is_quiet_with_remote_code_only(tmp_path):
+    """Each family's base class declares the head keys it may drop (`_keys_to_ignore_on_load_unexpected`), so
+    the remote code alone is quiet; the DEQ families' weight-normalised weights must load, not re-initialise.
+    A key that is no head's (`stray.weight`, added to two head checkpoints) is still reported."""
+    folders = {}
+    for name, family in zoo.families().items():
+        heads = [v for v in zoo.list_models(family=name)
+                 if zoo.model_info(v).architecture != family.base_model_class.__name__]
+        if not heads:
+            continue
+        entry = zoo.model_info(heads[0])
+        torch.manual_seed(0)
+        model = zoo.create_model(entry.name, **entry.test_config)
+        model.save_pretrained(tmp_path / name)
+        folders[name] = family.base_model_class.__name__
+        if name in ("graphormer", "deq_transformer"):
+            shutil.copytree(tmp_path / name, tmp_path / f"{name}-stray")
+            weights = load_file(tmp_path / f"{name}-stray" / "model.safetensors")
+            weights["stray.weight"] = torch.zeros(2)
+            save_file(weights, tmp_path / f"{name}-stray" / "model.safetensors", metadata={"format": "pt"})
+    assert {"graphormer", "dmp", "nasbert", "mdeq", "deq_transformer"} <= set(folders), folders
+    loaded = _load_base_without_zoo([tmp_path / n for n in folders] + [tmp_path / "graphormer-stray",
+                                                                       tmp_path / "deq_transformer-stray"])
+    for name, base_class in folders.items():
+        info, output = loaded[name]
+        assert info["type"] == base_class, (name, info)
+        assert info["unexpected_keys"] == [] and info["missing_keys"] == [], (name, info)
+        assert "UNEXPECTED" not in output and "MISSING" not in output, (name, output[-3000:])
+        assert info["same"], f"{name}: the base model's weights differ from the checkpoint's"
+    for name in ("graphormer-stray", "deq_transformer-stray"):
+        info, output = loaded[name]
+        assert "stray.weight" in info["unexpected_keys"] and "UNEXPECTED" in output, (name, info)

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import zoo
+from tests.english_text import fortune_lines, needs_fortunes
 from zoo.hub import upload_folder, write_card
 from zoo.hub_server import LocalHub
 
@@ -200,4 +201,28 @@ def test_graphormer3d_from_atoms(hub, tmp_path):
     auto = zoo.get_family("graphormer3d").auto_class_of(type(model))
     got = _remote(hub, tmp_path, "lab/graphormer3d-tiny", system, "AutoFeatureExtractor", auto,
                   "result = model(**processor([raw])).energy")
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+@needs_fortunes
+def test_deq_transformer_from_text(hub, tmp_path):
+    from zoo.models.deq import DeqTransformerTokenizer, build_vocabulary
+
+    variant = "deq_transformer_wt103"
+    lines = fortune_lines(58)
+    vocab = build_vocabulary(lines)  # <eos> + 58 words + <unk>: the tiny model's 60 tokens
+    folder = tmp_path / "deq_transformer"
+    model = _tiny(variant, folder)
+    assert model.config.vocab_size == len(vocab)
+    DeqTransformerTokenizer(symbols=vocab).save_pretrained(folder)
+    _publish(hub, folder, variant, "lab/deq-transformer-tiny")
+    assert 'AutoTokenizer.from_pretrained("lab/deq-transformer-tiny", trust_remote_code=True)' in (
+        folder / "README.md").read_text()  # the card shows the raw-text path when vocab.txt is there
+    text = lines[0] + " zyzzyva\n" + lines[1]  # a word outside the vocabulary, and two lines
+    ids = [vocab.index(w) for w in lines[0].split()] + [vocab.index("<unk>"), 0]
+    ids += [vocab.index(w) for w in lines[1].split()] + [0]  # the original: <eos> (id 0) after every line
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor([ids])).logits.numpy()
+    got = _remote(hub, tmp_path, "lab/deq-transformer-tiny", text, "AutoTokenizer", "AutoModelForCausalLM",
+                  "result = model(input_ids=processor(raw, return_tensors='pt')['input_ids']).logits")
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)

@@ -17,7 +17,7 @@ The pooling per family (also stated in each model card):
 | musicbert | MIDI file | mean of the note vectors (`octuple_hidden_state`) | note vectors |
 | nasbert | text | mean of the token vectors (padding left out) | token vectors |
 | mdeq | image | per branch, the spatial mean of the equilibrium state, concatenated | pixel vectors of the finest branch |
-| deq_transformer | text (token ids) | mean of the token vectors | token vectors |
+| deq_transformer | text (the folder's word vocabulary) or token ids | mean of the token vectors | token vectors |
 | graphormer3d | atoms (JSON: numbers, positions, tags, cell) | mean of the real atoms' vectors | atom vectors |
 | priorgrad | wav file | mean over frames of the learned mel conditioner | frame vectors of the conditioner |
 
@@ -51,6 +51,7 @@ POOLING = {
     "priorgrad": "mean over frames of the learned mel conditioner (spectrogram_upsampler); per frame: its vectors",
 }
 MAX_INPUTS = 1_000_000  # bound on what one call reads from files
+MAX_DEQ_TOKENS = 4096  # one DEQ-Transformer segment: attention is quadratic in its length
 
 
 class EmbedError(ValueError):
@@ -164,8 +165,9 @@ def _processor(family: str, source: str | None, revision: str | None):
     if family == "mdeq":
         from .models.deq import MdeqImageProcessor
         return saved(MdeqImageProcessor)
-    if family == "deq_transformer":
-        return None  # inputs are token ids (the word-level vocabulary does not travel with the folder)
+    if family == "deq_transformer":  # text needs the folder's word vocabulary (vocab.txt); token ids do not
+        from .models.deq import DeqTransformerTokenizer
+        return saved(DeqTransformerTokenizer, lambda: None)
     raise EmbedError(f"no embedding recipe for the {family} family")
 
 
@@ -216,6 +218,13 @@ def _embed_batch(family: str, model, processor, raw: list[Any], per_item: bool) 
     if family == "deq_transformer":
         vectors = []
         for ids in raw:
+            if isinstance(ids, str):
+                if processor is None:
+                    raise ValueError("this DEQ-Transformer folder has no tokenizer (vocab.txt): give token ids, or "
+                                     "convert it with --vocab / --vocab-corpus")
+                ids = processor(ids)["input_ids"]
+            if len(ids) > MAX_DEQ_TOKENS:
+                raise ValueError(f"{len(ids)} tokens; at most {MAX_DEQ_TOKENS} per input")
             hidden = model(input_ids=torch.as_tensor([ids], dtype=torch.long)).last_hidden_state[0]
             vectors.append(hidden.numpy() if per_item else hidden.mean(0).numpy())
         return vectors
@@ -246,9 +255,9 @@ def read_inputs(values: Sequence[Any], family: str) -> tuple[list[Any], list[str
     file per input (MIDI, wav, image or .npy, atoms JSON); strings pass through."""
     raw, names = [], []
     for value in values:
-        if isinstance(value, (str, os.PathLike)) and Path(value).is_file():
+        if isinstance(value, (str, os.PathLike)) and _is_file(value):
             path = Path(value)
-            if family in ("graphormer", "dmp", "nasbert"):  # a list: one input per line (fortune files: per '%')
+            if family in ("graphormer", "dmp", "nasbert", "deq_transformer"):  # a list: one input per line (fortune files: per '%')
                 for number, text in _text_items(path, family):
                     raw.append(text)
                     names.append(f"{path.name}:{number}")
@@ -276,6 +285,14 @@ def read_inputs(values: Sequence[Any], family: str) -> tuple[list[Any], list[str
     return raw, names
 
 
+def _is_file(value: str | os.PathLike) -> bool:
+    """Whether an input names a file; a long sentence is not a path (stat() would fail on it)."""
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _text_items(path: Path, family: str) -> Iterator[tuple[int, str]]:
     """(line number, item) of a list file: SMILES files give the first column of each line; text files one
     item per line, or per block between '%' lines (the fortune format)."""
@@ -283,7 +300,7 @@ def _text_items(path: Path, family: str) -> Iterator[tuple[int, str]]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise EmbedError(f"{path}: not UTF-8 text ({err})") from None
-    if family == "nasbert" and "%" in (line.strip() for line in lines):
+    if family in ("nasbert", "deq_transformer") and "%" in (line.strip() for line in lines):
         block: list[str] = []
         start = 1
         for number, line in enumerate(lines + ["%"], 1):
@@ -296,7 +313,7 @@ def _text_items(path: Path, family: str) -> Iterator[tuple[int, str]]:
         return
     for number, line in enumerate(lines, 1):
         text = line.strip()
-        if family != "nasbert":
+        if family not in ("nasbert", "deq_transformer"):
             text = text.replace("\t", " ").replace(",", " ").split(" ")[0] if text else ""
         if text and not text.startswith("#") and text.lower() != "smiles":
             yield number, text

@@ -11,6 +11,7 @@ from zoo.models.deq import (
     DeqTransformerConfig,
     DeqTransformerForCausalLM,
     DeqTransformerModel,
+    DeqTransformerTokenizer,
     MdeqConfig,
     MdeqForImageClassification,
     MdeqImageProcessor,
@@ -104,7 +105,7 @@ def deq_transformer_dummy_inputs(config: DeqTransformerConfig, model_class: type
 
 register_family(
     "deq_transformer", DeqTransformerConfig, DeqTransformerModel, {"AutoModelForCausalLM": DeqTransformerForCausalLM},
-    dummy_inputs=deq_transformer_dummy_inputs,
+    processors={"AutoTokenizer": DeqTransformerTokenizer}, dummy_inputs=deq_transformer_dummy_inputs,
 )
 
 register_model(ModelEntry(

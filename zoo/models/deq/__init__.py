@@ -30,10 +30,11 @@ from .modeling_mdeq import (
     MdeqModelOutput,
     MdeqPreTrainedModel,
 )
+from .tokenization_deq_transformer import DeqTransformerTokenizer, build_vocabulary
 
 __all__ = [
     "DeqTransformerConfig", "DeqTransformerForCausalLM", "DeqTransformerLMOutput", "DeqTransformerModel",
-    "DeqTransformerModelOutput", "DeqTransformerPreTrainedModel",
+    "DeqTransformerModelOutput", "DeqTransformerPreTrainedModel", "DeqTransformerTokenizer", "build_vocabulary",
     "SOLVERS", "DeqConvergenceWarning", "EquilibriumResult", "MdeqConfig", "MdeqForImageClassification",
     "MdeqImageClassifierOutput", "MdeqImageProcessor", "MdeqModel", "MdeqModelOutput", "MdeqPreTrainedModel", "SolverSettings",
     "SolverStats", "anderson", "broyden", "fixed_point_iteration", "hutchinson_jacobian_loss", "phantom_gradient",

@@ -30,7 +30,7 @@ from .equilibrium_deq import (
     solve_equilibrium,
     unrolled,
 )
-from .modeling_mdeq import DeqConvergenceWarning, realign_tensors
+from .modeling_mdeq import DeqConvergenceWarning, load_base_of_head_checkpoint, realign_tensors
 
 __all__ = [
     "DeqTransformerForCausalLM", "DeqTransformerLMOutput", "DeqTransformerModel", "DeqTransformerModelOutput",
@@ -307,8 +307,12 @@ class DeqTransformerPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):  # noqa: D102  (see realign_tensors)
-        loaded = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):  # noqa: D102  (see realign_tensors)
+        base = load_base_of_head_checkpoint(cls, DeqTransformerForCausalLM, DeqTransformerModel,
+                                            pretrained_model_name_or_path, args, kwargs)
+        if base is not None:
+            return base
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         realign_tensors(loaded[0] if isinstance(loaded, tuple) else loaded)
         return loaded
 
@@ -364,6 +368,10 @@ class DeqTransformerModel(DeqTransformerPreTrainedModel):
         out = model(input_ids=torch.randint(0, 40, (2, 6)))
         out.last_hidden_state.shape, [m.shape for m in out.mems]
     """
+
+    # a head checkpoint loaded as the base model: its head weights are dropped on purpose, not reported
+    # (transformers matches these with re.search; any other unexpected key is still reported)
+    _keys_to_ignore_on_load_unexpected = [r"^(crit)\."]
 
     def __init__(self, config: DeqTransformerConfig):
         super().__init__(config)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -224,6 +224,46 @@ class MdeqStage(nn.Module):
         return fused
 
 
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies",
+              "trust_remote_code")
+
+
+def load_base_of_head_checkpoint(cls, head_class, base_class, pretrained_model_name_or_path, args, kwargs):
+    """Load a head checkpoint (config.architectures names `head_class`) asked for as `base_class` through the
+    head, and return its base model (with the loading info when asked).
+
+    transformers renames every `*.weight_g` / `*.weight_v` key to `parametrizations.weight.original0/1`
+    (its legacy weight-norm mapping) unless the key exists in the model as it stands; a head checkpoint's
+    keys carry the base-model prefix, so for the base model they would not, and every weight-normalised
+    weight would be silently re-initialised. Returns None when the checkpoint is not such a head checkpoint.
+    """
+    if cls is not base_class or args:
+        return None
+    config = kwargs.get("config")
+    if not isinstance(config, PretrainedConfig):
+        try:
+            config = base_class.config_class.from_pretrained(
+                pretrained_model_name_or_path, **{k: kwargs[k] for k in HUB_KWARGS if k in kwargs})
+        except (OSError, ValueError):
+            return None  # let transformers report the problem the usual way
+    if (getattr(config, "architectures", None) or [None])[0] != head_class.__name__:
+        return None
+    loaded = head_class.from_pretrained(pretrained_model_name_or_path, **kwargs)
+    head, info = (loaded if isinstance(loaded, tuple) else (loaded, None))
+    base = getattr(head, base_class.base_model_prefix)
+    if info is None:
+        return base
+    prefix = base_class.base_model_prefix + "."
+    info = dict(info)  # the head's report seen from the base: its own keys, and every unexpected key
+    for key in ("missing_keys", "mismatched_keys"):
+        if isinstance(info.get(key), (list, set)):
+            info[key] = type(info[key])(k for k in info[key] if isinstance(k, str) and k.startswith(prefix))
+    for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        if isinstance(info.get(key), (list, set)):
+            info[key] = type(info[key])(k.removeprefix(prefix) if isinstance(k, str) else k for k in info[key])
+    return base, info
+
+
 def realign_tensors(model: nn.Module) -> None:
     """Copy every parameter and buffer into freshly allocated memory.
 
@@ -247,8 +287,12 @@ class MdeqPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):  # noqa: D102  (transformers' docstring applies)
-        loaded = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):  # noqa: D102  (transformers' docstring)
+        base = load_base_of_head_checkpoint(cls, MdeqForImageClassification, MdeqModel, pretrained_model_name_or_path,
+                                            args, kwargs)
+        if base is not None:
+            return base
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         realign_tensors(loaded[0] if isinstance(loaded, tuple) else loaded)
         return loaded
 
@@ -282,6 +326,10 @@ class MdeqModel(MdeqPreTrainedModel):
         out = model(pixel_values=torch.randn(2, 3, 16, 16))
         out.equilibrium_states[1].shape, out.rel_residual
     """
+
+    # a head checkpoint loaded as the base model: its head weights are dropped on purpose, not reported
+    # (transformers matches these with re.search; any other unexpected key is still reported)
+    _keys_to_ignore_on_load_unexpected = [r"^(classifier|downsamp_modules|final_layer|incre_modules)\."]
 
     def __init__(self, config: MdeqConfig):
         super().__init__(config)

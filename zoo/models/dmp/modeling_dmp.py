@@ -292,6 +292,10 @@ class DmpModel(DmpPreTrainedModel):
         out.sequence_embedding, out.graph_embedding
     """
 
+    # a head checkpoint loaded as the base model: its head weights are dropped on purpose, not reported
+    # (transformers matches these with re.search; any other unexpected key is still reported)
+    _keys_to_ignore_on_load_unexpected = [r"^(atom_head|lm_head|prediction_heads|projection_heads|classifier)\."]
+
     def __init__(self, config: DmpConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)

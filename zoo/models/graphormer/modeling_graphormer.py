@@ -254,6 +254,10 @@ class GraphormerModel(GraphormerPreTrainedModel):
         graph_embedding = out.pooler_output            # [1, 32]
     """
 
+    # a head checkpoint loaded as the base model: its head weights are dropped on purpose, not reported
+    # (transformers matches these with re.search; any other unexpected key is still reported)
+    _keys_to_ignore_on_load_unexpected = [r"^(head)\."]
+
     def __init__(self, config: GraphormerConfig) -> None:
         super().__init__(config)
         self.graph_encoder = GraphormerGraphEncoder(config)

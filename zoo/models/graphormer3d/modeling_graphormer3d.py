@@ -273,6 +273,10 @@ class Graphormer3DModel(Graphormer3DPreTrainedModel):
         hidden = model(**batch).last_hidden_state
     """
 
+    # a head checkpoint loaded as the base model: its head weights are dropped on purpose, not reported
+    # (transformers matches these with re.search; any other unexpected key is still reported)
+    _keys_to_ignore_on_load_unexpected = [r"^(energy_head|node_head)\."]
+
     def __init__(self, config: Graphormer3DConfig):
         super().__init__(config)
         self.atom_embedding = nn.Embedding(config.num_atom_types, config.hidden_size, padding_idx=0)

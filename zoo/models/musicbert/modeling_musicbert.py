@@ -128,6 +128,10 @@ class MusicBertModel(MusicBertPreTrainedModel):
         features = model(input_ids).last_hidden_state          # [B, 8T, D]
     """
 
+    # a head checkpoint loaded as the base model: its head weights are dropped on purpose, not reported
+    # (transformers matches these with re.search; any other unexpected key is still reported)
+    _keys_to_ignore_on_load_unexpected = [r"^(lm_head|classifier)\."]
+
     def __init__(self, config: MusicBertConfig) -> None:
         super().__init__(config)
         width, ratio = config.hidden_size, config.octuple_size

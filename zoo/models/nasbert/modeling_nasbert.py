@@ -167,6 +167,10 @@ class NasBertModel(NasBertPreTrainedModel):
         out = model(input_ids=ids).last_hidden_state
     """
 
+    # a head checkpoint loaded as the base model: its head weights are dropped on purpose, not reported
+    # (transformers matches these with re.search; any other unexpected key is still reported)
+    _keys_to_ignore_on_load_unexpected = [r"^(classifier)\."]
+
     def __init__(self, config: NasBertConfig):
         super().__init__(config)
         widths = config.block_hidden_sizes
