@@ -26,7 +26,7 @@ from zoo.models.musicbert.octuple import (
 
 from .fixture_cases import cases
 
-ENCODING_CASES = cases("OctupleMIDI encoding")
+ENCODING_CASES = cases("encoding")
 
 
 def _outcome(function, data: bytes, pairing: str):
@@ -42,10 +42,16 @@ def _outcome(function, data: bytes, pairing: str):
 def _fixture_files():
     params = []
     for case in ENCODING_CASES:
-        folder = case.values[0]
+        folder = getattr(case.values[0], "folder", None)
+        if folder is None:  # a broken case or no case: the tokenization tests fail on it, naming why
+            continue
         for path in sorted((folder / "midi").glob("*.mid")):
             params.append(pytest.param(path, id=f"{folder.name}/{path.name}"))
     return params
+
+
+def test_fixture_midi_files_are_found():
+    assert _fixture_files(), "no MIDI file in any encoding case: the fast-reader parity tests would not run"
 
 
 @pytest.mark.parametrize("path", _fixture_files())
