@@ -304,6 +304,7 @@ def finetune_private(
             noise_generator=torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little")), **extra,
         )
     adapter.attach(model)
+    adapter.use_sparse_embeddings(model, dp_optimizer)
     warmup = int(spec.warmup_ratio * allowed)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         dp_optimizer.original_optimizer,

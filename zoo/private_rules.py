@@ -27,7 +27,8 @@ from torch import nn
 
 from .private import PrivacyError
 
-__all__ = ["DpAdapter", "dp_adapter"]
+__all__ = ["DpAdapter", "SparseEmbeddingClipping", "dp_adapter", "sparse_clipped_sum", "sparse_optimizer_class",
+           "sparse_per_sample_norms"]
 
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -45,9 +46,13 @@ class DpAdapter:
 
     swap_overrides: dict[str, Any] | None = None  # config overrides that replace BatchNorm, where allowed
     rules: tuple[str, ...] = ()
+    # embeddings (by attribute name) whose weights another rule here fills: they keep Opacus' dense rule
+    dense_embeddings: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._handles: list[Any] = []
+        self._sparse: list[nn.Module] = []
+        self.sparse_names: list[str] = []  # embeddings the last use_sparse_embeddings switched
 
     def refuse_or_overrides(self, family: str, swap_batchnorm: bool) -> dict[str, Any]:
         if swap_batchnorm and self.swap_overrides is None:
@@ -72,16 +77,53 @@ class DpAdapter:
     def after_backward(self, model: nn.Module, batch: dict[str, Any]) -> None:
         """Fix up per-example gradients after `loss.backward()`, before the DP optimizer's step."""
 
+    def use_sparse_embeddings(self, model: nn.Module, optimizer: Any) -> list[str]:
+        """Give the model's trainable nn.Embedding tables the sparse per-example rule and `optimizer` (an
+        Opacus DP optimizer over the model) the clipping that reads it; call after `attach`. Returns the
+        embeddings switched; none where the optimizer clips elsewhere (DDP per-layer: Opacus' dense rule stays)."""
+        sparse_class = sparse_optimizer_class(type(optimizer))
+        if sparse_class is None:
+            return []
+        counts: dict[int, int] = {}
+        for _, param in model.named_parameters(remove_duplicate=False):
+            counts[id(param)] = counts.get(id(param), 0) + 1
+        names = []
+        for name, module in model.named_modules():
+            if (type(module) is nn.Embedding and module.weight.requires_grad and module.max_norm is None
+                    and not module.sparse and counts.get(id(module.weight)) == 1
+                    and name.rsplit(".", 1)[-1] not in self.dense_embeddings):
+                module.__class__ = _SparseEmbedding  # same forward; Opacus picks the sparse rule
+                self._sparse.append(module)
+                names.append(name)
+        self.sparse_names = names
+        if names:
+            optimizer.__class__ = sparse_class
+            self._handles.append(model.register_forward_pre_hook(self._clear_sparse_rows))
+        return names
+
+    def _clear_sparse_rows(self, model: nn.Module, args: tuple) -> None:
+        for module in self._sparse:
+            module.weight.__dict__.pop("dp_sparse_rows", None)
+
     def detach(self, model: nn.Module) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for module in self._sparse:
+            module.__class__ = nn.Embedding
+            module.weight.__dict__.pop("dp_sparse_rows", None)
+        self._sparse.clear()
 
     def describe(self) -> list[str]:
-        return list(self.rules)
+        rules = list(self.rules)
+        if self.sparse_names:
+            rules.append(f"nn.Embedding tables ({', '.join(self.sparse_names)}): per-example norms and clipped sums from the looked-up rows "
+                         "(no dense per-example [vocabulary x width] gradient)")
+        return rules
 
 
 class GraphormerAdapter(DpAdapter):
+    dense_embeddings = ("graph_token", "graph_token_virtual_distance", "edge_encoder", "edge_dis_encoder")
     rules = (
         "graph_token: gradient of the graph-token slot (closed form)",
         "graph_token_virtual_distance: gradient of the graph-token row and column of the bias (closed form)",
@@ -326,6 +368,7 @@ def _register_opacus_rules() -> None:
     register_grad_sampler(_SegmentLinear)(_segment_linear_rule)
     register_grad_sampler(_SegmentEmbedding)(_segment_embedding_rule)
     register_grad_sampler(_SegmentGroupNorm)(_segment_group_norm_rule)
+    register_grad_sampler(_SparseEmbedding)(_sparse_embedding_rule)
 
 
 def dp_adapter(family: str) -> DpAdapter:
@@ -340,3 +383,121 @@ def dp_adapter(family: str) -> DpAdapter:
     if family == "mdeq":
         return RefusedAdapter(_MDEQ_REASON)
     return DpAdapter()
+
+
+# --------------------------------------------------------------------------------------------- sparse embeddings
+# Opacus' nn.Embedding rule writes example i's gradient as a dense [V, D] table, [B, V, D] for the batch:
+# for NAS-BERT's 50,265 x 64 word table that is ~206 MB and most of a DP step's time at batch 16. Example
+# i's gradient is really sum_t onehot(ids[i, t]) g[i, t]: only its own token rows. Its squared norm is the
+# sum over the distinct ids v of ||sum_{t: ids[i, t] = v} g[i, t]||^2 (rows of one id add up first), and the
+# clipped sum over the batch is one index_add of c_i * g[i, t] into the [V, D] table. Both are exact and need
+# O(B T D) memory, never O(B V D). The rows live on the weight (`dp_sparse_rows`); p.grad_sample holds a
+# [B, 0] placeholder so Opacus' book-keeping (batch size, accumulation checks) is unchanged, and the DP
+# optimizer's class gets the mixin below, which clips dense and sparse per-example gradients together.
+
+
+class _SparseEmbedding(nn.Embedding):
+    """nn.Embedding whose per-example gradients stay as the rows it looked up (rule below)."""
+
+
+def _sparse_embedding_rule(layer: nn.Embedding, activations: list, backprops: torch.Tensor) -> dict:
+    weight = layer.weight
+    if not weight.requires_grad:
+        return {}
+    batch = backprops.shape[0]
+    indices = activations[0].reshape(batch, -1)
+    rows = backprops.reshape(batch, -1, layer.embedding_dim)
+    if layer.padding_idx is not None:  # torch's embedding backward gives the padding row no gradient
+        rows = rows * (indices != layer.padding_idx).unsqueeze(-1).to(rows.dtype)
+    previous = weight.__dict__.get("dp_sparse_rows")
+    if previous is not None and previous[0].shape[0] == batch:  # a second call in the same step
+        indices, rows = torch.cat([previous[0], indices], 1), torch.cat([previous[1], rows], 1)
+    weight.dp_sparse_rows = (indices.detach(), rows.detach())
+    return {weight: rows.new_zeros((batch, 0))}
+
+
+def sparse_per_sample_norms(indices: torch.Tensor, rows: torch.Tensor, num_embeddings: int) -> torch.Tensor:
+    """[B] norms of the per-example embedding gradients sum_t onehot(indices[i, t]) rows[i, t], without [B, V, D]."""
+    batch = indices.shape[0]
+    if batch == 0 or indices.shape[1] == 0:
+        return rows.new_zeros((batch,))
+    example = torch.arange(batch, device=indices.device).unsqueeze(1)
+    keys, inverse = torch.unique((example * num_embeddings + indices).reshape(-1), return_inverse=True)
+    summed = rows.new_zeros((keys.numel(), rows.shape[-1])).index_add_(0, inverse, rows.reshape(-1, rows.shape[-1]))
+    squares = rows.new_zeros((batch,)).index_add_(0, keys // num_embeddings, summed.pow(2).sum(-1))
+    return squares.sqrt()
+
+
+def sparse_clipped_sum(indices: torch.Tensor, rows: torch.Tensor, factors: torch.Tensor,
+                       shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """sum_i factors[i] * (example i's embedding gradient), as one dense [V, D] table."""
+    scaled = (rows.to(dtype) * factors.to(device=rows.device, dtype=dtype).view(-1, 1, 1)).reshape(-1, shape[-1])
+    return torch.zeros(shape, dtype=dtype, device=rows.device).index_add_(0, indices.reshape(-1), scaled)
+
+
+def dense_from_sparse(param: nn.Parameter) -> torch.Tensor:
+    """The [B, V, D] per-example gradients a sparse embedding stands for (for tests; this is what it avoids)."""
+    indices, rows = param.dp_sparse_rows
+    dense = rows.new_zeros((indices.shape[0], *param.shape))
+    for example in range(indices.shape[0]):
+        dense[example].index_add_(0, indices[example], rows[example])
+    return dense
+
+
+def _sparse_norms(param: nn.Parameter, dense: torch.Tensor) -> torch.Tensor:
+    sparse = param.__dict__.get("dp_sparse_rows")
+    norms = dense.reshape(len(dense), -1).norm(2, dim=-1)
+    if sparse is None:
+        return norms
+    return (norms.pow(2) + sparse_per_sample_norms(*sparse, param.shape[0]).pow(2).to(norms.device)).sqrt()
+
+
+class SparseEmbeddingClipping:
+    """Mixin for Opacus' DPOptimizer, DistributedDPOptimizer, DPPerLayerOptimizer and AdaClipDPOptimizer:
+    the same clipping, with per-example embedding gradients taken from their rows (never [B, V, D])."""
+
+    def clip_and_accumulate(self) -> None:
+        from opacus.optimizers import AdaClipDPOptimizer, DPPerLayerOptimizer
+        from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+        params = self.params
+        dense = [self._get_flat_grad_sample(p) for p in params]
+        norms = [_sparse_norms(p, g) for p, g in zip(params, dense)]
+        if isinstance(self, DPPerLayerOptimizer):
+            factors = [(bound / (n + 1e-6)).clamp(max=1.0) for n, bound in zip(norms, self.max_grad_norms)]
+        else:
+            device = norms[0].device
+            total = torch.stack([n.to(device) for n in norms], dim=1).norm(2, dim=1)
+            factor = (self.max_grad_norm / (total + 1e-6)).clamp(max=1.0)
+            if isinstance(self, AdaClipDPOptimizer):
+                self.sample_size += len(factor)
+                self.unclipped_num += len(factor) - (factor < 1).sum()
+            factors = [factor] * len(params)
+        for p, grad_sample, factor in zip(params, dense, factors):
+            _check_processed_flag(p.grad_sample)
+            sparse = p.__dict__.pop("dp_sparse_rows", None)
+            if sparse is None:
+                grad = torch.einsum("i,i...", factor.to(grad_sample.device, p.dtype), grad_sample.to(p.dtype))
+            else:
+                grad = sparse_clipped_sum(*sparse, factor, p.shape, p.dtype)
+            p.summed_grad = grad if p.summed_grad is None else p.summed_grad + grad
+            _mark_as_processed(p.grad_sample)
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        for p in self.params:
+            p.__dict__.pop("dp_sparse_rows", None)
+        super().zero_grad(set_to_none)
+
+
+_SPARSE_OPTIMIZERS: dict[type, type] = {}
+
+
+def sparse_optimizer_class(base: type) -> type | None:
+    """`base` with SparseEmbeddingClipping, or None where the clipping happens elsewhere (DDP per-layer hooks)."""
+    from opacus.optimizers import AdaClipDPOptimizer, DistributedDPOptimizer, DPOptimizer, DPPerLayerOptimizer
+
+    if base not in (DPOptimizer, DistributedDPOptimizer, DPPerLayerOptimizer, AdaClipDPOptimizer):
+        return None
+    if base not in _SPARSE_OPTIMIZERS:
+        _SPARSE_OPTIMIZERS[base] = type(f"SparseEmbedding{base.__name__}", (SparseEmbeddingClipping, base), {})
+    return _SPARSE_OPTIMIZERS[base]
