@@ -141,8 +141,8 @@ def speed(family: str, batch_size: int, repeats: int, warmup: int) -> dict:
 # family -> utility settings (train examples, epochs, learning rate): the most data and epochs that fit a few
 # minutes per run on one CPU thread, and a learning rate with which the non-private run beats chance
 UTILITY = {
-    "graphormer": {"train_samples": 800, "epochs": 3.0, "learning_rate": 5e-4},
-    "dmp": {"train_samples": 800, "epochs": 3.0, "learning_rate": 5e-4},
+    "graphormer": {"train_samples": 600, "epochs": 3.0, "learning_rate": 5e-4},
+    "dmp": {"train_samples": 600, "epochs": 3.0, "learning_rate": 5e-4},
     "nasbert": {"train_samples": 800, "epochs": 4.0, "learning_rate": 1e-3},
     "musicbert": {"train_samples": 400, "epochs": 4.0, "learning_rate": 1e-3},
 }

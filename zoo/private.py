@@ -436,6 +436,14 @@ def complete_grad_samples(model: torch.nn.Module, batch_size: int) -> None:
     has per-example gradient zero; one that got a gradient but no per-example gradient has no rule, and
     the step is refused rather than clipped wrongly.
     """
+    for module in model.modules():
+        # Opacus' nn.Embedding rule gives the padding row the gradients of padding positions; torch (and the
+        # non-private run) gives it none. Dense per-example tables only: zoo's sparse rule already masks it.
+        if not isinstance(module, torch.nn.Embedding) or module.padding_idx is None:
+            continue
+        sample = getattr(module.weight, "grad_sample", None)
+        if isinstance(sample, torch.Tensor) and sample.shape[1:] == module.weight.shape:
+            sample[:, module.padding_idx] = 0
     missing, wrong = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:

@@ -7,7 +7,7 @@ tests/test_private.py:
 
 - read directly instead of through a module call: Graphormer's graph token and graph-token virtual
   distance (closed form: the gradient of the output slots they fill), the multi-hop edge tables
-  (per-example autograd through the module's own `_multi_hop`), DMP's output projection, shared by
+  (closed form through the module's own `_multi_hop`: embedding-bag rows, then its hop-table einsum), DMP's output projection, shared by
   both branches and applied as product + sum (routed through the module during DP runs: same math),
   NAS-BERT's pointwise convolutions, applied as F.linear on the conv weight (closed form);
 - a parameter directly on a module without an Opacus rule: Graphormer head's learned bias (the sum
@@ -46,8 +46,6 @@ class DpAdapter:
 
     swap_overrides: dict[str, Any] | None = None  # config overrides that replace BatchNorm, where allowed
     rules: tuple[str, ...] = ()
-    # embeddings (by attribute name) whose weights another rule here fills: they keep Opacus' dense rule
-    dense_embeddings: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._handles: list[Any] = []
@@ -80,7 +78,10 @@ class DpAdapter:
     def use_sparse_embeddings(self, model: nn.Module, optimizer: Any) -> list[str]:
         """Give the model's trainable nn.Embedding tables the sparse per-example rule and `optimizer` (an
         Opacus DP optimizer over the model) the clipping that reads it; call after `attach`. Returns the
-        embeddings switched; none where the optimizer clips elsewhere (DDP per-layer: Opacus' dense rule stays)."""
+        embeddings switched; none where the optimizer clips elsewhere (DDP per-layer: Opacus' dense rule stays).
+        A table a rule above reads directly (Graphormer's graph token, its multi-hop edge tables) is never
+        called, so its dense per-example gradient from that rule goes through the same clipping unchanged.
+        Unlike Opacus' own Embedding rule, the padding row gets no per-example gradient, as in torch."""
         sparse_class = sparse_optimizer_class(type(optimizer))
         if sparse_class is None:
             return []
@@ -90,8 +91,7 @@ class DpAdapter:
         names = []
         for name, module in model.named_modules():
             if (type(module) is nn.Embedding and module.weight.requires_grad and module.max_norm is None
-                    and not module.sparse and counts.get(id(module.weight)) == 1
-                    and name.rsplit(".", 1)[-1] not in self.dense_embeddings):
+                    and not module.sparse and counts.get(id(module.weight)) == 1):
                 module.__class__ = _SparseEmbedding  # same forward; Opacus picks the sparse rule
                 self._sparse.append(module)
                 names.append(name)
@@ -123,11 +123,10 @@ class DpAdapter:
 
 
 class GraphormerAdapter(DpAdapter):
-    dense_embeddings = ("graph_token", "graph_token_virtual_distance", "edge_encoder", "edge_dis_encoder")
     rules = (
         "graph_token: gradient of the graph-token slot (closed form)",
         "graph_token_virtual_distance: gradient of the graph-token row and column of the bias (closed form)",
-        "multi-hop edge tables: per-example autograd through GraphormerAttnBias._multi_hop",
+        "multi-hop edge tables: closed form through GraphormerAttnBias._multi_hop's folded hop tables",
         "head lm_output_learned_bias: sum of the output gradient (closed form, Opacus grad sampler)",
     )
 
@@ -172,18 +171,43 @@ def _attn_bias_rule(module: nn.Module, args: tuple, kwargs: dict, output: torch.
 
 def _multi_hop_rule(module: nn.Module, spatial_pos: torch.Tensor, input_edges: torch.Tensor,
                     grad_edge: torch.Tensor) -> None:
-    params = [p for p in (module.edge_encoder.weight, module.edge_dis_encoder.weight) if p.requires_grad]
-    if not params:
+    """Closed form, all examples at once. `_multi_hop` sums rows of hop_tables[d, v] = table[v] @ per_hop[d]
+    (embedding_bag over each pair's hop x feature edge ids), scaled by 1 / (features * hop count); so example
+    b's gradient of hop_tables is the scaled output gradient added at the ids it looked up, and the chain rule
+    through the einsum gives d table = sum_d dH[d] @ per_hop[d]^T and d per_hop[d] = table^T @ dH[d]."""
+    table_weight, distance_weight = module.edge_encoder.weight, module.edge_dis_encoder.weight
+    if not (table_weight.requires_grad or distance_weight.requires_grad):
         return
-    rows: list[list[torch.Tensor]] = [[] for _ in params]
-    with torch.enable_grad():
-        for index in range(grad_edge.shape[0]):
-            edge = module._multi_hop(spatial_pos[index:index + 1], input_edges[index:index + 1])
-            grads = torch.autograd.grad((edge * grad_edge[index:index + 1]).sum(), params, allow_unused=True)
-            for slot, (param, value) in enumerate(zip(params, grads)):
-                rows[slot].append(torch.zeros_like(param) if value is None else value)
-    for param, values in zip(params, rows):
-        _add_grad_sample(param, torch.stack(values))
+    heads = module.num_heads
+    batch, nodes = spatial_pos.shape[:2]
+    hops_count = spatial_pos.masked_fill(spatial_pos == 0, 1)  # as in _multi_hop
+    hops_count = torch.where(hops_count > 1, hops_count - 1, hops_count)
+    if module.multi_hop_max_dist > 0:
+        hops_count = hops_count.clamp(0, module.multi_hop_max_dist)
+        input_edges = input_edges[:, :, :, : module.multi_hop_max_dist, :]
+    hops, features = input_edges.shape[-2:]
+    vocab = table_weight.shape[0]
+    d_table = grad_edge.new_zeros((batch, *table_weight.shape))
+    d_distance = grad_edge.new_zeros((batch, *distance_weight.shape))
+    if hops > 0 and features > 0:
+        scaled = grad_edge.permute(0, 2, 3, 1) / (features * hops_count.to(grad_edge.dtype).unsqueeze(-1))
+        offsets = torch.arange(hops, device=input_edges.device).mul_(vocab).view(1, 1, 1, hops, 1)
+        example = torch.arange(batch, device=input_edges.device).view(batch, 1, 1, 1, 1) * (hops * vocab)
+        keys = (input_edges + offsets + example).reshape(-1)
+        rows = scaled.reshape(batch, nodes, nodes, 1, heads).expand(-1, -1, -1, hops * features, -1)
+        d_hop = grad_edge.new_zeros((batch * hops * vocab, heads)).index_add_(0, keys, rows.reshape(-1, heads))
+        d_hop = d_hop.view(batch, hops, vocab, heads)
+        per_hop = distance_weight.detach().reshape(-1, heads, heads)[:hops].to(grad_edge.dtype)
+        table = table_weight.detach().to(grad_edge.dtype)
+        padding = module.edge_encoder.padding_idx
+        if padding is not None:  # _multi_hop reads the table with its padding row zeroed
+            table = table.index_fill(0, torch.tensor([padding], device=table.device), 0.0)
+        d_table = torch.einsum("bdvg,dhg->bvh", d_hop, per_hop)
+        if padding is not None:
+            d_table[:, padding] = 0
+        d_distance.view(batch, -1, heads, heads)[:, :hops] = torch.einsum("bdvg,vh->bdhg", d_hop, table)
+    _add_grad_sample(table_weight, d_table)
+    _add_grad_sample(distance_weight, d_distance)
 
 
 class DmpAdapter(DpAdapter):
