@@ -13,6 +13,8 @@ Per-example gradients come from Opacus' grad samplers (Linear, Embedding, LayerN
 plus the rules in `zoo.private_rules` for what Opacus cannot see: parameters read directly rather than
 through a module call (Graphormer's graph token, virtual distance and multi-hop edge tables, its head's
 learned bias, DMP's shared output projection) and DMP's GNN, whose layers see atoms and bonds, not molecules.
+Embedding tables keep each example's looked-up rows instead of Opacus' dense [batch, vocabulary, width]
+per-example gradient; the DP optimizer clips them exactly from those rows (`zoo.private_rules`).
 """
 
 from __future__ import annotations
