@@ -9,7 +9,7 @@ reset through /proc/self/clear_refs). Utility: the recipe's metric after DP fine
 batch size and learning rate. JSON + PNG next to this file (or --out).
 
     python benchmarks/dp_finetune.py --part speed --repeats 12
-    python benchmarks/dp_finetune.py --part utility --train-samples 600 --epochs 3
+    python benchmarks/dp_finetune.py --part utility   # per-family data / epochs / learning rate: UTILITY
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def _proc_status(key: str) -> float:
 class _Setup:
     """One way to take an optimizer step on a batch."""
 
-    def __init__(self, mode: str, family: str, model: torch.nn.Module, lr: float):
+    def __init__(self, mode: str, family: str, model: torch.nn.Module, lr: float, sparse_embeddings: bool = True):
         from opacus import GradSampleModule
         from opacus.optimizers import DPOptimizer, DPPerLayerOptimizer
 
@@ -90,6 +90,8 @@ class _Setup:
             share = 1.0 / len(params) ** 0.5
             self.optimizer = DPPerLayerOptimizer(optimizer, noise_multiplier=1.0, max_grad_norm=[share] * len(params),
                                                  expected_batch_size=1)
+        if sparse_embeddings:  # as zoo.private does: embedding tables keep per-example rows, not [B, V, D]
+            self.adapter.use_sparse_embeddings(model, self.optimizer)
 
     def step(self, batch: dict) -> None:
         output = self.forward(**batch)
@@ -136,23 +138,57 @@ def speed(family: str, batch_size: int, repeats: int, warmup: int) -> dict:
     return row
 
 
+# family -> utility settings (train examples, epochs, learning rate): the most data and epochs that fit a few
+# minutes per run on one CPU thread, and a learning rate with which the non-private run beats chance
+UTILITY = {
+    "graphormer": {"train_samples": 600, "epochs": 3.0, "learning_rate": 5e-4},
+    "dmp": {"train_samples": 600, "epochs": 3.0, "learning_rate": 5e-4},
+    "nasbert": {"train_samples": 800, "epochs": 4.0, "learning_rate": 1e-3},
+    "musicbert": {"train_samples": 400, "epochs": 4.0, "learning_rate": 1e-3},
+}
+BEATS_CHANCE_BY = 0.05  # DP runs are reported only where the non-private run beats chance by this much
+
+
+def chance_level(metric: str, labels: list[int]) -> tuple[float, str]:
+    """What a predictor that ignores its input scores on these eval labels, and how that was worked out."""
+    if metric == "roc_auc":
+        return 0.5, "ROC-AUC of any constant or random score"
+    counts = torch.bincount(torch.tensor(labels)).double()
+    prior = counts / counts.sum()
+    if metric == "accuracy":
+        return float(prior.max()), "accuracy of always predicting the majority class"
+    if metric == "f1_macro":  # the better of always-majority and uniform guessing, in expectation
+        classes = int((counts > 0).sum())
+        majority = float(2 * prior.max() / (1 + prior.max()) / classes)
+        uniform = float((2 * prior / classes / (prior + 1 / classes))[counts > 0].mean())
+        return max(majority, uniform), "macro-F1 of always predicting the majority class or guessing uniformly"
+    raise ValueError(f"no chance level for metric {metric!r}")
+
+
 def utility(family: str, workdir: Path, epsilons: list[float], train_samples: int, eval_samples: int,
-            epochs: float, batch_size: int, seed: int) -> dict:
+            epochs: float, batch_size: int, seed: int, learning_rate: float) -> dict:
     variant, recipe, metric, settings = FAMILIES[family]
     spec = get_recipe(recipe)
     options = RecipeOptions(max_train_samples=train_samples, max_eval_samples=eval_samples, seed=seed)
     overrides = {"gnn_norm": "group"} if settings.get("swap_batchnorm") else {}
+    labels = [] if metric == "roc_auc" else [int(item["labels"]) for item in spec.load(options).eval]
+    chance, chance_how = chance_level(metric, labels)
     row = {"variant": variant, "recipe": recipe, "metric": metric, "epochs": epochs, "batch_size": batch_size,
-           "learning_rate": spec.learning_rate, "runs": {}}
+           "learning_rate": learning_rate, "chance": chance, "chance_is": chance_how, "runs": {}}
     plain = finetune(variant, recipe, workdir / f"{family}_plain", epochs=epochs, batch_size=batch_size, seed=seed,
-                     options=options, overwrite=True, model_overrides=overrides)
+                     learning_rate=learning_rate, options=options, overwrite=True, model_overrides=overrides)
     row["train_samples"], row["eval_samples"] = plain["train_samples"], plain["eval_samples"]
     row["runs"]["non-private"] = {metric: plain["eval"][f"eval_{metric}"]}
+    if plain["eval"][f"eval_{metric}"] < chance + BEATS_CHANCE_BY:
+        row["dp_skipped"] = (f"the non-private run ({plain['eval'][f'eval_{metric}']:.3f}) does not beat chance "
+                             f"({chance:.3f}) by {BEATS_CHANCE_BY}: DP numbers would say nothing")
+        return row
     for epsilon in epsilons:
         privacy = PrivacyOptions(epsilon=epsilon, delta=min(1e-5, 0.1 / plain["train_samples"]),
                                  clipping="per-layer", **settings)
         metrics = finetune_private(variant, recipe, workdir / f"{family}_eps{epsilon:g}", privacy, epochs=epochs,
-                                   batch_size=batch_size, seed=seed, options=options, overwrite=True)
+                                   batch_size=batch_size, seed=seed, learning_rate=learning_rate, options=options,
+                                   overwrite=True)
         spent = metrics["privacy"]
         row["runs"][f"epsilon {epsilon:g}"] = {
             metric: metrics["eval"][f"eval_{metric}"], "epsilon_spent": spent["epsilon"], "delta": spent["delta"],
@@ -190,12 +226,15 @@ def _plot(results: dict, path: Path) -> None:
         for family, row in utility_rows.items():
             eps = [float(k.split()[1]) for k in row["runs"] if k.startswith("epsilon")]
             values = [row["runs"][f"epsilon {e:g}"][row["metric"]] for e in eps]
-            line = panel.plot(eps, values, marker="o", label=f"{family} ({row['metric']})")[0]
+            label = f"{family} ({row['metric']})" + (": no DP, non-private ~ chance" if row.get("dp_skipped") else "")
+            line = panel.plot(eps, values, marker="o", label=label)[0]
             panel.axhline(row["runs"]["non-private"][row["metric"]], color=line.get_color(), linestyle=":")
+            if "chance" in row:
+                panel.axhline(row["chance"], color=line.get_color(), linestyle="--", linewidth=0.8)
         panel.set_xscale("log")
         panel.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         panel.set_xticks([1, 3, 8], ["1", "3", "8"])
-        panel.set_xlabel("epsilon (dotted: non-private)")
+        panel.set_xlabel("epsilon (dotted: non-private, dashed: chance)")
         panel.set_ylabel("eval metric")
         panel.legend(fontsize=8)
     fig.suptitle("DP fine-tuning (Opacus): cost and utility")
@@ -215,9 +254,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0])
-    parser.add_argument("--train-samples", type=int, default=600)
+    parser.add_argument("--train-samples", type=int, help="default: the family's entry in UTILITY")
     parser.add_argument("--eval-samples", type=int, default=300)
-    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--epochs", type=float, help="default: the family's entry in UTILITY")
+    parser.add_argument("--learning-rate", type=float, help="default: the family's entry in UTILITY")
     parser.add_argument("--utility-batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default="/tmp/zoo_dp_benchmark")
@@ -241,10 +281,13 @@ def main(argv: list[str] | None = None) -> dict:
         results.setdefault("utility", {})
         for family in tqdm(families, desc="utility"):
             family_load = os.getloadavg()
-            results["utility"][family] = utility(family, Path(args.workdir), args.epsilons, args.train_samples,
-                                                 args.eval_samples, args.epochs, args.utility_batch_size, args.seed)
+            chosen = {key: getattr(args, key) if getattr(args, key) is not None else value
+                      for key, value in UTILITY[family].items()}
+            results["utility"][family] = utility(family, Path(args.workdir), args.epsilons, chosen["train_samples"],
+                                                 args.eval_samples, chosen["epochs"], args.utility_batch_size, args.seed,
+                                                 chosen["learning_rate"])
             results["utility"][family]["settings"] = {
-                "max_train_samples": args.train_samples, "max_eval_samples": args.eval_samples, "seed": args.seed,
+                "max_train_samples": chosen["train_samples"], "max_eval_samples": args.eval_samples, "seed": args.seed,
                 "clipping": "per-layer", "max_grad_norm": 1.0, "accountant": "rdp", "threads": args.threads,
                 "load_average": {"before": family_load, "after": os.getloadavg()}}
     results["load_average"] = {"before": load_before, "after": os.getloadavg()}
@@ -261,8 +304,9 @@ def _print(results: dict) -> None:
                           for mode in MODES)
         print(f"{family}: {cells}; per-layer/non-private time {row['per-layer DP / non-private time']:.2f}x")
     for family, row in results.get("utility", {}).items():
-        print(f"{family} {row['metric']}: " + ", ".join(f"{name} {run[row['metric']]:.3f}"
-                                                      for name, run in row["runs"].items()))
+        print(f"{family} {row['metric']} (chance {row.get('chance', float('nan')):.3f}): "
+              + ", ".join(f"{name} {run[row['metric']]:.3f}" for name, run in row["runs"].items())
+              + (f"; {row['dp_skipped']}" if row.get("dp_skipped") else ""))
     print(f"load average before {results['load_average']['before']}, after {results['load_average']['after']}")
 
 

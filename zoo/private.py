@@ -13,6 +13,8 @@ Per-example gradients come from Opacus' grad samplers (Linear, Embedding, LayerN
 plus the rules in `zoo.private_rules` for what Opacus cannot see: parameters read directly rather than
 through a module call (Graphormer's graph token, virtual distance and multi-hop edge tables, its head's
 learned bias, DMP's shared output projection) and DMP's GNN, whose layers see atoms and bonds, not molecules.
+Embedding tables keep each example's looked-up rows instead of Opacus' dense [batch, vocabulary, width]
+per-example gradient; the DP optimizer clips them exactly from those rows (`zoo.private_rules`).
 """
 
 from __future__ import annotations
@@ -304,6 +306,7 @@ def finetune_private(
             noise_generator=torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little")), **extra,
         )
     adapter.attach(model)
+    adapter.use_sparse_embeddings(model, dp_optimizer)
     warmup = int(spec.warmup_ratio * allowed)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         dp_optimizer.original_optimizer,
@@ -435,6 +438,14 @@ def complete_grad_samples(model: torch.nn.Module, batch_size: int) -> None:
     has per-example gradient zero; one that got a gradient but no per-example gradient has no rule, and
     the step is refused rather than clipped wrongly.
     """
+    for module in model.modules():
+        # Opacus' nn.Embedding rule gives the padding row the gradients of padding positions; torch (and the
+        # non-private run) gives it none. Dense per-example tables only: zoo's sparse rule already masks it.
+        if not isinstance(module, torch.nn.Embedding) or module.padding_idx is None:
+            continue
+        sample = getattr(module.weight, "grad_sample", None)
+        if isinstance(sample, torch.Tensor) and sample.shape[1:] == module.weight.shape:
+            sample[:, module.padding_idx] = 0
     missing, wrong = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:

@@ -122,6 +122,10 @@ class GraphormerAttnBias(nn.Module):
             input_edges = input_edges[:, :, :, : self.multi_hop_max_dist, :]
         hops, features = input_edges.shape[-2:]
         table = self.edge_encoder.weight
+        if self.edge_encoder.padding_idx is not None:  # as nn.Embedding(padding_idx=0) in the original: the
+            # padding row (padded hops and features) stays zero and gets no gradient, so an example's bias
+            # does not depend on how far the other examples of its batch padded the hop dimension
+            table = table.index_fill(0, torch.tensor([self.edge_encoder.padding_idx], device=table.device), 0.0)
         if hops == 0:
             return table.new_zeros(batch, heads, nodes, nodes)
         vocab = table.size(0)
