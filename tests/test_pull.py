@@ -39,17 +39,53 @@ from zoo.pull import OfflineError, PullError, VariantMismatchError, pull, pull_r
 from zoo.resolvers import ManualDownloadRequired, drive_confirm_url, link_kind, resolve
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PRIORGRAD_RELEASED = json.loads((FIXTURES / "priorgrad" / "released_config.json").read_text())["params_py_defaults"]
+
+
+def _release_like_checkpoints() -> dict[str, Path]:
+    """family -> an original-format fixture checkpoint in the format of that family's releases, found by what
+    each case's meta.json declares (never by a case's name): the first case, in discovery order, that holds a
+    pre-trained (head-less) checkpoint of the released kind."""
+    from tests.models.deq.conftest import FAMILY as DEQ
+    from tests.models.graphormer import _fixtures as graphormer
+    from tests.models.graphormer3d import _fixtures as graphormer3d
+    from tests.models.musicbert.fixture_cases import FAMILY as MUSICBERT
+    from tests.models.musicbert.fixture_cases import head_names
+    from tests.models.nasbert._fixtures import first_tsm
+    from tests.models.priorgrad.test_parity_priorgrad import FAMILY as PRIORGRAD
+
+    def first(found: list[Path], what: str) -> Path:
+        assert found, f"no fixture case holds {what}"
+        return found[0]
+
+    # the released PCQM4M checkpoints are fairseq regression (pre-training) checkpoints
+    pcqm = [graphormer.source(c) for c in graphormer.FAMILY.all()
+            if c.kind == "fairseq" and graphormer.expected_head(c) == "regression"]
+    is2re = [c.file(c.meta["checkpoint"]["file"]) for c in graphormer3d.FAMILY.all()]
+    musicbert = [c.file(name) for c in MUSICBERT.all() if c.kind == "model"
+                 for name, info in sorted(c.meta["checkpoints"].items()) if not head_names(info)]
+    # the LJSpeech release: a prior without conditioning, at the released mel settings
+    mel = ("n_mels", "fmin", "fmax", "condition_prior", "condition_prior_global")
+    vocoders = [c for c in PRIORGRAD.all()
+                if all(c.meta["params"].get(k) == PRIORGRAD_RELEASED.get(k) for k in mel)]
+    # the released MDEQ files are in the v1 (deprecated-code) state-dict layout
+    mdeq = [c.file(c.meta["v1_checkpoint"]["file"]) for c in DEQ.all() if c.kind == "MDEQ" and "v1_checkpoint" in c.meta]
+    deq_lm = [c.file(name) for c in DEQ.all() if c.kind == "DEQ-Transformer" for name in sorted(c.meta["checkpoint"])]
+    vocoder = first(vocoders, "a PriorGrad vocoder at the released mel settings")
+    return {
+        "graphormer": first(pcqm, "a fairseq Graphormer regression checkpoint"),
+        "graphormer3d": first(is2re, "a Graphormer-3D checkpoint"),
+        "musicbert": first(musicbert, "a pre-trained (head-less) MusicBERT checkpoint"),
+        "nasbert": first_tsm(with_head=False),
+        "priorgrad": vocoder.file(vocoder.meta["checkpoint"]["file"]),
+        "mdeq": first(mdeq, "an MDEQ checkpoint in the v1 layout"),
+        "deq_transformer": first(deq_lm, "a DEQ-Transformer checkpoint"),
+    }
+
+
 # family -> its original-format fixture checkpoint
-FAMILY_FIXTURE = {
-    "graphormer": FIXTURES / "graphormer" / "public_postln" / "checkpoint.pt",
-    "graphormer3d": FIXTURES / "graphormer3d" / "public_3d" / "checkpoint.pt",
-    "musicbert": FIXTURES / "musicbert" / "model_public" / "checkpoint_last_musicbert_base.pt",
-    "nasbert": FIXTURES / "nasbert" / "tsm_encoder_tiny" / "encoder.tsm",
-    "priorgrad": FIXTURES / "priorgrad" / "tiny_prior" / "weights-123.pt",
-    "mdeq": FIXTURES / "deq" / "mdeq_tiny_v1format_public" / "v1_format_state_dict.pkl",
-    "deq_transformer": FIXTURES / "deq" / "deq_transformer_tiny_public" / "model_state_dict.pth",
-}
-PRIORGRAD_STATS = FIXTURES / "priorgrad" / "tiny_prior" / "stats_priorgrad"
+FAMILY_FIXTURE = _release_like_checkpoints()
+PRIORGRAD_STATS = FAMILY_FIXTURE["priorgrad"].parent / "stats_priorgrad"
 SAVED_KEYS = {"model_type", "transformers_version", "auto_map", "architectures", "_name_or_path", "dtype",
               "torch_dtype", "id2label", "label2id"}
 CUT = "checkpoint_best_pcqm4mv2.pt"  # the download the origin cuts in the middle (twice)
