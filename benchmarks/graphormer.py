@@ -10,12 +10,15 @@ both processes, outputs checked before timing, median with min/max, load average
    (`graphormer/data/wrapper.py` preprocess_item + `collator.py` collator, its Cython algos); the port
    (`preprocess_item` + `GraphormerDataCollator`, its edge paths cut to 5 hops before collating). The
    peers get their inputs as numpy / torch objects built before timing (no JSON conversion inside).
-   Batches are compared field by field before timing (differences are stated, not hidden).
+   Batches are compared field by field before timing (differences are stated, not hidden). In the timed
+   rounds every side drops each batch once it is made, as a training or inference loop does: kept alive,
+   1,000 molecules' batches hold about 2 GB (input_edges alone is [64, 127, 127, 5, 3] int64 when a batch
+   holds a 127-atom molecule), and the figure measured the page faults both sides pay for fresh memory.
 2. End to end, SMILES -> predictions for every B3DB molecule with the same weights: zoo
    (`zoo.inference.predict_graphormer`: featurize, size buckets, SDPA) against the port (rdkit SMILES ->
-   graph, its preprocessing and collator, batches of 64 in file order, its model). The port's edge paths
-   are cut to 5 hops before collating here too: uncut, a batch holding a salt (two fragments: 510 "hops")
-   asks its collator for tens of GB and the run is killed. Zoo's bucketed outputs
+   graph, its preprocessing and collator, batches of 64 in file order made one at a time, its model). The
+   port's edge paths are cut to 5 hops before collating here too: uncut, a batch holding a salt (two
+   fragments: 510 "hops") asks its collator for tens of GB and the run is killed. Zoo's bucketed outputs
    are checked against zoo's per-molecule runs (1e-5) and against the port's outputs.
 3. Forward at batch 64 (the first 64 molecules): the port vs zoo eager vs zoo SDPA.
 
@@ -97,7 +100,7 @@ if setup.get("graphormer"):
     from torch_geometric.data import Data
     tensors = [(torch.from_numpy(g["node_feat"]), torch.from_numpy(g["edge_index"]), torch.from_numpy(g["edge_feat"]))
                for g in graphs]
-    def original(batch, save=None):
+    def original(batch, keep=True):
         out = []
         items = []
         for i, (x, ei, ea) in enumerate(tensors):
@@ -105,11 +108,13 @@ if setup.get("graphormer"):
             item.idx = i
             items.append(item)
         for s in range(0, len(items), batch):
-            out.append(original_collator(items[s:s + batch], max_node=setup["max_nodes"],
-                                         multi_hop_max_dist=setup["hops"], spatial_pos_max=setup["spatial_pos_max"]))
+            made = original_collator(items[s:s + batch], max_node=setup["max_nodes"],
+                                     multi_hop_max_dist=setup["hops"], spatial_pos_max=setup["spatial_pos_max"])
+            if keep:
+                out.append(made)
         return out
 collator = GraphormerDataCollator(spatial_pos_max=setup["spatial_pos_max"])
-def port(batch, hops=setup["hops"]):
+def port_batches(batch, hops=setup["hops"]):
     items = []
     for g in graphs:
         item = preprocess_item({"edge_index": g["edge_index"], "edge_attr": g["edge_feat"], "node_feat": g["node_feat"],
@@ -117,7 +122,14 @@ def port(batch, hops=setup["hops"]):
         if hops is not None:
             item["input_edges"] = item["input_edges"][:, :, :hops, :]
         items.append(item)
-    return [collator(items[s:s + batch]) for s in range(0, len(items), batch)]
+    for s in range(0, len(items), batch):
+        yield collator(items[s:s + batch])
+def port(batch, keep=True):
+    if not keep:  # consume batch by batch, as a training or inference loop does
+        for _ in port_batches(batch):
+            pass
+        return []
+    return list(port_batches(batch))
 model = None
 if setup.get("weights"):
     model = GraphormerForGraphClassification(GraphormerConfig(**setup["config"])).eval()
@@ -128,14 +140,14 @@ for line in sys.stdin:
     cmd = json.loads(line)
     start = time.perf_counter()
     if cmd["cmd"] == "featurize":
-        batches = (original if cmd["pipeline"] == "original" else port)(cmd["batch"])
+        batches = (original if cmd["pipeline"] == "original" else port)(cmd["batch"], keep=bool(cmd.get("save")))
         seconds = time.perf_counter() - start
         if cmd.get("save"):
             save_file({f"{i}.{k}": v.clone().contiguous() for i, b in enumerate(batches[:cmd["save_batches"]])
                        for k, v in b.items() if isinstance(v, torch.Tensor)}, cmd["save"])
     elif cmd["cmd"] == "e2e":  # graphs -> predictions (the parent times SMILES -> graph the same way for both)
         with torch.no_grad():
-            logits = [model(**{k: v for k, v in b.items() if k != "labels"}).logits for b in port(cmd["batch"])]
+            logits = [model(**{k: v for k, v in b.items() if k != "labels"}).logits for b in port_batches(cmd["batch"])]
         seconds = time.perf_counter() - start
         if cmd.get("save"):
             save_file({"logits": torch.cat(logits).contiguous()}, cmd["save"])
@@ -325,11 +337,15 @@ def main(argv: list[str] | None = None) -> int:
                                 "spatial_pos_max": SPATIAL_POS_MAX,
                                 "graphormer": str(args.graphormer) if args.graphormer else None}, threads, args.cache)
 
-        def zoo_featurize():
+        def zoo_featurize(keep: bool = False):
             items, _ = featurizer.featurize(feat_graphs)
+            if not keep:  # consume batch by batch, as a training or inference loop does (the peers alike)
+                for s in range(0, len(items), args.batch):
+                    featurizer.collate(items[s:s + args.batch])
+                return None
             return [featurizer.collate(items[s:s + args.batch]) for s in range(0, len(items), args.batch)]
 
-        zoo_batches = zoo_featurize()
+        zoo_batches = zoo_featurize(keep=True)
         count = len(zoo_batches)
         peer(cmd="featurize", pipeline="port", batch=args.batch, save=str(tmp / "port.safetensors"), save_batches=count)
         port_saved = load_file(tmp / "port.safetensors")
