@@ -132,3 +132,53 @@ def test_parquet_shards_equal_in_process_featurization(tmp_path, num_proc):
 def test_parquet_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="num_proc and shard_size must be >= 1"):
         featurize_to_parquet(SMILES, tmp_path, num_proc=0)
+
+
+def test_featurize_cli_writes_shards_skipped_and_manifest(tmp_path, capsys):
+    import json
+
+    from zoo.cli import main
+    from zoo.models.graphormer import GraphormerFeaturizer
+
+    source = tmp_path / "molecules.csv"
+    kept = [s for s in SMILES if s]
+    source.write_text("smiles,label\n# a comment line\n" + "".join(f"{s},1\n" for s in kept))
+    out = tmp_path / "shards"
+    assert main(["featurize", str(source), str(out), "--num-proc", "2", "--shard-size", "5", "--max-nodes", "30"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["molecules"] == len(kept) and len(manifest["shards"]) == 3
+    # file lines: 1 header, 2 comment, molecules from line 3; the 40-carbon chain is over --max-nodes
+    assert manifest["lines"] == list(range(3, 3 + len(kept)))
+    skipped = (out / "skipped.tsv").read_text().splitlines()
+    assert skipped[0] == "line\tsmiles\treason"
+    assert {row.split("\t")[1] for row in skipped[1:]} == {"not", "C" * 40}
+    bad_line = 3 + kept.index("not a smiles")
+    assert f"{bad_line}\tnot\t" in (out / "skipped.tsv").read_text()
+    indices, items = read_parquet_items([out / name for name in manifest["shards"]])
+    expected, errors = GraphormerFeaturizer(max_nodes=30).featurize([s.split(" ")[0] for s in kept], on_error="skip")
+    assert len(indices) == len(expected) == manifest["items"] and len(errors) == 2
+    for got, want in zip(items, expected):
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+    assert "skipped (listed in skipped.tsv)" in capsys.readouterr().out
+    # a second run into the same folder is refused without --overwrite, and replaces the shards with it
+    assert main(["featurize", str(source), str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["featurize", str(source), str(out), "--overwrite", "--num-proc", "1", "--shard-size", "100"]) == 0
+    assert sorted(p.name for p in out.glob("shard-*.parquet")) == ["shard-00000.parquet"]
+
+
+def test_featurize_cli_bad_inputs_are_named(tmp_path, capsys):
+    from zoo.cli import main
+
+    assert main(["featurize", str(tmp_path / "missing.smi"), str(tmp_path / "o")]) == 2
+    assert "missing.smi: no such SMILES file" in capsys.readouterr().err
+    empty = tmp_path / "empty.smi"
+    empty.write_text("smiles\n\n# nothing\n")
+    assert main(["featurize", str(empty), str(tmp_path / "o")]) == 2
+    assert "empty.smi: no SMILES in the file" in capsys.readouterr().err
+    binary = tmp_path / "binary.smi"
+    binary.write_bytes(b"\xff\xfe\x00CCO\n")
+    assert main(["featurize", str(binary), str(tmp_path / "o")]) == 2
+    assert "binary.smi: not UTF-8 text" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

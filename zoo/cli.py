@@ -240,6 +240,15 @@ def _cmd_embed(rest: list[str]) -> int:
     return int(embed_main(rest) or 0)
 
 
+def _cmd_featurize(rest: list[str]) -> int:
+    from zoo.threads import quiet_pools
+
+    quiet_pools()
+    from zoo.inference import featurize_main
+
+    return int(featurize_main(rest) or 0)
+
+
 def _cmd_hub(rest: list[str]) -> int:
     module = importlib.import_module("zoo.hub_cli")
     return int(module.main(rest) or 0)
@@ -305,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("embed", help="vectors per molecule / piece / sentence / image / utterance: "
                                  "zoo embed INPUT... --model VARIANT_OR_REPO [--per-item] [--output X.npy|X.parquet]")
+    sub.add_parser("featurize", help="Graphormer items for a SMILES file on several processes, as Parquet shards: "
+                                     "zoo featurize SMILES_FILE OUT_DIR [--num-proc N] [--shard-size N]")
     sub.add_parser("hub", help="local Hub-compatible server: zoo hub serve [--root DIR] [--port N]")
 
     p = sub.add_parser("pull", help="download (or reuse) a variant's converted weights; prints the folder")
@@ -341,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "embed":
         return _cmd_embed(argv[1:])
+    if argv and argv[0] == "featurize":
+        return _cmd_featurize(argv[1:])
     parser = build_parser()
     if argv and argv[0] in ("convert", "hub"):
         args, rest = parser.parse_known_args(argv[:2] if argv[0] == "convert" else argv[:1])

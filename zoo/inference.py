@@ -232,3 +232,87 @@ def read_parquet_items(paths: Sequence[str | os.PathLike]) -> tuple[list[int], l
             indices.append(int(table["index"][row]))
             items.append(item)
     return indices, items
+
+
+MAX_FEATURIZE_BYTES = 2 << 30  # a SMILES file larger than this is refused before it is read
+
+
+def featurize_file(path: str | os.PathLike, out_dir: str | os.PathLike, *, num_proc: int = 1,
+                   shard_size: int = 2048, featurizer_options: dict | None = None, progress: bool = True,
+                   overwrite: bool = False) -> dict[str, Any]:
+    """`featurize_to_parquet` for a SMILES file (first column of each line; blank, '#' and a 'smiles'
+    header line left out). Writes the shards, `skipped.tsv` (file line, SMILES, reason) and
+    `manifest.json` (shards, counts, options, the input's line of each shard row index) into `out_dir`,
+    which must be empty or absent unless `overwrite`."""
+    import json
+
+    from zoo.embed import EmbedError, _text_items
+    from zoo.fileio import atomic_write_text
+
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such SMILES file")
+    if source.stat().st_size > MAX_FEATURIZE_BYTES:
+        raise ValueError(f"{source}: {source.stat().st_size} bytes, over the {MAX_FEATURIZE_BYTES}-byte limit; "
+                         "split the file")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out}: not empty (pass --overwrite to replace its shards)")
+        for old in list(out.glob("shard-*.parquet")) + [out / "skipped.tsv", out / "manifest.json"]:
+            old.unlink(missing_ok=True)
+    try:
+        rows = list(_text_items(source, "graphormer"))
+    except EmbedError as err:
+        raise ValueError(str(err)) from None
+    if not rows:
+        raise ValueError(f"{source}: no SMILES in the file")
+    lines = [number for number, _ in rows]
+    summary = featurize_to_parquet([text for _, text in rows], out, num_proc=num_proc, shard_size=shard_size,
+                                   featurizer_options=featurizer_options, progress=progress)
+    skipped = "".join(f"{lines[index]}\t{text}\t{reason}\n".replace("\r", " ")
+                      for index, text, reason in summary["skipped"])
+    atomic_write_text(out / "skipped.tsv", "line\tsmiles\treason\n" + skipped)
+    manifest = {"source": str(source), "molecules": len(rows), "items": summary["items"],
+                "skipped": len(summary["skipped"]), "num_proc": num_proc, "shard_size": shard_size,
+                "featurizer_options": featurizer_options or {},
+                "shards": [Path(p).name for p in summary["shards"]],
+                "index": "a shard row's `index` is the SMILES's position in the file's SMILES; "
+                         "`lines[index]` is its line number", "lines": lines}
+    atomic_write_text(out / "manifest.json", json.dumps(manifest) + "\n")
+    return {**summary, "lines": lines}
+
+
+def featurize_main(argv: list[str] | None = None) -> int:
+    """`zoo featurize SMILES_FILE OUT_DIR [--num-proc N] [--shard-size N] [--max-nodes N] ...`"""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="zoo featurize",
+                                     description="Graphormer items for a SMILES file, on several processes, "
+                                                 "into Parquet shards (read back with "
+                                                 "zoo.inference.read_parquet_items)")
+    parser.add_argument("smiles_file")
+    parser.add_argument("out_dir")
+    from zoo.threads import allowed_cpus
+
+    parser.add_argument("--num-proc", type=int, default=max(1, min(len(allowed_cpus()), 8)),
+                        help="worker processes (default: the CPUs this process may use, at most 8)")
+    parser.add_argument("--shard-size", type=int, default=2048)
+    parser.add_argument("--max-nodes", type=int, default=None, help="refuse molecules with more atoms")
+    parser.add_argument("--multi-hop-max-dist", type=int, default=None)
+    parser.add_argument("--spatial-pos-max", type=int, default=None)
+    parser.add_argument("--overwrite", action="store_true", help="replace the shards of an earlier run in OUT_DIR")
+    args = parser.parse_args(argv)
+    options = {name: value for name, value in (("max_nodes", args.max_nodes),
+                                               ("multi_hop_max_dist", args.multi_hop_max_dist),
+                                               ("spatial_pos_max", args.spatial_pos_max)) if value is not None}
+    try:
+        summary = featurize_file(args.smiles_file, args.out_dir, num_proc=args.num_proc, shard_size=args.shard_size,
+                                 featurizer_options=options, overwrite=args.overwrite)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:
+        print(f"zoo featurize: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{summary['items']} molecule(s) in {len(summary['shards'])} shard(s) under {args.out_dir}; "
+          f"{len(summary['skipped'])} skipped (listed in skipped.tsv)")
+    return 0
