@@ -36,6 +36,7 @@ __all__ = [
 
 STEP_EMBEDDING_DIM = 128
 STEP_HIDDEN_DIM = 512
+INFERENCE_TILE = 1024
 
 
 def step_embedding_table(num_steps: int) -> torch.Tensor:
@@ -159,6 +160,25 @@ def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(conv.bias.view(1, -1, 1), weight.expand(x.shape[0], -1, -1), x)
 
 
+def _filter_scaled(parameter: torch.Tensor, scale: float) -> torch.Tensor:
+    """`parameter` [2C, ...] of a gated layer with its filter half (rows C:) times `scale`."""
+    if scale == 1.0:
+        return parameter
+    half = parameter.shape[0] // 2
+    return torch.cat([parameter[:half], parameter[half:] * scale])
+
+
+@dataclass
+class _InferenceConditioning:
+    """The step-independent inputs of one network call, prepared once per `generate`: the upsampled
+    conditioner(s) [B, channels, samples] and, when they fit its cache, every layer's conditioning term
+    stacked [B, layers * 2C, samples] with each layer's filter half doubled (what `_denoise` consumes)."""
+
+    conditioner: torch.Tensor
+    global_conditioner: torch.Tensor | None
+    projected: torch.Tensor | None
+
+
 class PriorGradDiffusionEmbedding(nn.Module):
     """Sinusoidal step embedding + two SiLU projections; float steps interpolate between table rows."""
 
@@ -233,20 +253,11 @@ class PriorGradResidualBlock(nn.Module):
         if projected is None:
             projected = self.project_conditioner(conditioner, global_conditioner)
         conv = self.dilated_conv
-        y = F.conv1d(y, conv.weight, None, padding=conv.padding, dilation=conv.dilation)
-        if torch.is_grad_enabled():
-            y = y + projected
-            gate, filt = torch.chunk(y, 2, dim=1)
-            y = _pointwise(self.output_projection, torch.sigmoid(gate) * torch.tanh(filt))
-            residual, skip = torch.chunk(y, 2, dim=1)
-            return (x + residual) / math.sqrt(2.0), skip
-        # Inference: the same operations in place, so that no step allocates more than it must.
-        y += projected
+        y = F.conv1d(y, conv.weight, None, padding=conv.padding, dilation=conv.dilation) + projected
         gate, filt = torch.chunk(y, 2, dim=1)
-        gate = gate.sigmoid_().mul_(filt.tanh_())
-        y = _pointwise(self.output_projection, gate)
+        y = _pointwise(self.output_projection, torch.sigmoid(gate) * torch.tanh(filt))
         residual, skip = torch.chunk(y, 2, dim=1)
-        return x.add_(residual).div_(math.sqrt(2.0)), skip
+        return (x + residual) / math.sqrt(2.0), skip
 
 
 class PriorGradPreTrainedModel(PreTrainedModel):
@@ -298,6 +309,9 @@ class PriorGradModel(PriorGradPreTrainedModel):
         self.skip_projection = nn.Conv1d(config.residual_channels, config.residual_channels, 1)
         self.output_projection = nn.Conv1d(config.residual_channels, 1, 1)
         self.output_projection.zero_init = True
+        # Inference (`_denoise`): time tile in samples; a tile's working set (~2.5 kB per sample at 64
+        # channels) stays in the CPU caches.
+        self.inference_tile = INFERENCE_TILE
         self.post_init()
 
     def _check_inputs(self, audio, spectrogram, diffusion_step, global_cond):
@@ -329,6 +343,29 @@ class PriorGradModel(PriorGradPreTrainedModel):
                 f"{len(config.noise_schedule)} steps), got values in [{steps.min().item()}, {steps.max().item()}]"
             )
 
+    def _upsample(self, spectrogram, global_cond=None, frame_lengths=None):
+        conditioner = self.spectrogram_upsampler(spectrogram, frame_lengths)
+        global_conditioner = None
+        if global_cond is not None:
+            global_conditioner = self.global_condition_upsampler(global_cond, frame_lengths)
+        return conditioner, global_conditioner
+
+    def _stacked_projection(self, conditioner, global_conditioner=None, filter_scale: float = 1.0) -> torch.Tensor:
+        """Every layer's conditioning term as one matrix product: [B, layers * 2C, samples]. `filter_scale`
+        2 doubles each layer's filter half (every factor doubled: the exact double of the plain result)."""
+        layers = self.residual_layers
+
+        def stack(parameter):
+            return torch.cat([_filter_scaled(parameter(layer), filter_scale) for layer in layers])
+
+        projected = torch.matmul(stack(lambda layer: layer.conditioner_projection.weight.squeeze(-1)), conditioner)
+        projected = projected + stack(lambda layer: layer.conditioner_projection.bias).unsqueeze(-1)
+        if global_conditioner is not None:
+            weight = stack(lambda layer: layer.conditioner_projection_global.weight.squeeze(-1))
+            bias = stack(lambda layer: layer.conditioner_projection_global.bias)
+            projected = projected + (torch.matmul(weight, global_conditioner) + bias.unsqueeze(-1))
+        return projected + stack(lambda layer: layer.dilated_conv.bias).unsqueeze(-1)
+
     def prepare_conditioning(
         self, spectrogram: torch.Tensor, global_cond: torch.Tensor | None = None,
         frame_lengths: torch.Tensor | None = None,
@@ -336,21 +373,16 @@ class PriorGradModel(PriorGradPreTrainedModel):
         """The step-independent part of a forward pass: the upsampled mel projected for every residual
         layer ([B, 2 * residual_channels, samples] each). Pass it as `conditioning` to reuse it across
         diffusion steps (30 x 128 floats per sample: about 340 MB per second of 22 kHz audio)."""
-        conditioner = self.spectrogram_upsampler(spectrogram, frame_lengths)
-        global_conditioner = None
-        if global_cond is not None:
-            global_conditioner = self.global_condition_upsampler(global_cond, frame_lengths)
-        # All layers' projections as one matrix product, then one view per layer.
-        layers = self.residual_layers
-        weight = torch.cat([layer.conditioner_projection.weight.squeeze(-1) for layer in layers])
-        bias = torch.cat([layer.conditioner_projection.bias for layer in layers])
-        projected = torch.matmul(weight, conditioner) + bias.unsqueeze(-1)
-        if global_conditioner is not None:
-            weight = torch.cat([layer.conditioner_projection_global.weight.squeeze(-1) for layer in layers])
-            bias = torch.cat([layer.conditioner_projection_global.bias for layer in layers])
-            projected = projected + (torch.matmul(weight, global_conditioner) + bias.unsqueeze(-1))
-        projected = projected + torch.cat([layer.dilated_conv.bias for layer in layers]).unsqueeze(-1)
-        return list(torch.chunk(projected, len(layers), dim=1))
+        projected = self._stacked_projection(*self._upsample(spectrogram, global_cond, frame_lengths))
+        return list(torch.chunk(projected, len(self.residual_layers), dim=1))
+
+    def _prepare_inference(self, spectrogram, global_cond=None, frame_lengths=None, project: bool = True):
+        """`generate`'s step-independent inputs of one network call (see `_InferenceConditioning`)."""
+        conditioner, global_conditioner = self._upsample(spectrogram, global_cond, frame_lengths)
+        projected = None
+        if project:
+            projected = self._stacked_projection(conditioner, global_conditioner, filter_scale=2.0)
+        return _InferenceConditioning(conditioner, global_conditioner, projected)
 
     def forward(
         self,
@@ -364,7 +396,10 @@ class PriorGradModel(PriorGradPreTrainedModel):
         **kwargs,
     ) -> PriorGradModelOutput | tuple:
         """`conditioning`: `prepare_conditioning(spectrogram, global_cond, frame_lengths)` of these inputs,
-        computed once and reused across diffusion steps (`generate` does this)."""
+        computed once and reused across diffusion steps (`generate` does this).
+
+        Without autograd (`torch.no_grad()`, as `generate` runs) the residual stack runs tile by tile over
+        time (`_denoise`): the same function, rounded differently in the last bits."""
         diffusion_step = torch.as_tensor(diffusion_step, device=audio.device)
         if diffusion_step.dim() == 0:
             diffusion_step = diffusion_step.unsqueeze(0)
@@ -372,31 +407,140 @@ class PriorGradModel(PriorGradPreTrainedModel):
         mask = None
         if frame_lengths is not None:
             mask = _sample_mask(frame_lengths.to(audio.device), spectrogram.shape[-1], self.config.hop_samples)
+        if isinstance(conditioning, _InferenceConditioning):
+            if conditioning.conditioner.shape[::2] != audio.shape:
+                raise ValueError("conditioning does not match these inputs: prepared for another spectrogram")
+            if not torch.is_grad_enabled():
+                x = self._denoise(audio, diffusion_step, conditioning, mask)
+                return (x,) if return_dict is False else PriorGradModelOutput(predicted_noise=x)
+            conditioning = None
+        if conditioning is not None and (len(conditioning) != len(self.residual_layers) or conditioning[0].shape != (
+                audio.shape[0], 2 * self.config.residual_channels, audio.shape[-1])):
+            raise ValueError("conditioning does not match these inputs: pass prepare_conditioning(spectrogram, ...) "
+                             "of the same spectrogram")
+        if not torch.is_grad_enabled():
+            if conditioning is None:
+                conditioning = self._prepare_inference(spectrogram, global_cond, frame_lengths, project=False)
+            x = self._denoise(audio, diffusion_step, conditioning, mask)
+            return (x,) if return_dict is False else PriorGradModelOutput(predicted_noise=x)
         x = F.relu(_pointwise(self.input_projection, audio.unsqueeze(1)))
         step = self.diffusion_embedding(diffusion_step)
         if conditioning is None:
             # One layer's projection at a time (a training batch would not hold all 30 at once).
-            conditioner = self.spectrogram_upsampler(spectrogram, frame_lengths)
-            global_conditioner = None
-            if global_cond is not None:
-                global_conditioner = self.global_condition_upsampler(global_cond, frame_lengths)
+            conditioner, global_conditioner = self._upsample(spectrogram, global_cond, frame_lengths)
             conditioning = (layer.project_conditioner(conditioner, global_conditioner) for layer in self.residual_layers)
-        elif len(conditioning) != len(self.residual_layers) or conditioning[0].shape != (
-                audio.shape[0], 2 * self.config.residual_channels, audio.shape[-1]):
-            raise ValueError("conditioning does not match these inputs: pass prepare_conditioning(spectrogram, ...) "
-                             "of the same spectrogram")
         skip = 0
-        for index, (layer, projected) in enumerate(zip(self.residual_layers, conditioning)):
+        for layer, projected in zip(self.residual_layers, conditioning):
             x, skip_connection = layer(x, None, step, None, mask, projected=projected)
-            if torch.is_grad_enabled():
-                skip = skip + skip_connection
-            else:
-                skip = skip_connection.clone() if index == 0 else skip.add_(skip_connection)
+            skip = skip + skip_connection
         x = skip / math.sqrt(len(self.residual_layers))
         x = _pointwise(self.output_projection, F.relu(_pointwise(self.skip_projection, x)))
         if return_dict is False:
             return (x,)
         return PriorGradModelOutput(predicted_noise=x)
+
+    def _denoise(
+        self, audio: torch.Tensor, diffusion_step: torch.Tensor,
+        conditioning: _InferenceConditioning | list[torch.Tensor], mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """eps_theta [B, 1, L] without autograd: each layer runs over time tiles of `inference_tile` samples.
+
+        A layer's input (x + step term, masked) is written once into a zero-bordered buffer (the borders
+        are the convolution's padding); on each tile, the dilated convolution is one matrix product over
+        the three shifted views, with the conditioning term as its initial value, followed by the gate and
+        the output projection, all on cache-resident data. Constants are folded where they are exact or
+        nearly so:
+        - tanh(f) = 2 sigmoid(2 f) - 1: the filter rows are doubled (weights and cached terms: exact), one
+          sigmoid covers both halves and the gate is s_g - 2 s_g s_f = -sigmoid(g) tanh(f) (one addcmul;
+          the output projection is negated to match);
+        - the residual stream is kept as v_i = 2^(i/2) (x_i - c_i), where c_i collects the output biases'
+          residual halves: v_(i+1) = v_i + 2^(i/2) R_i gate, which the output projection's matrix product
+          adds in place; the layer's input is v_i + 2^(i/2) (c_i + step term) and its convolution weights
+          are divided by 2^(i/2);
+        - the skip sum accumulates in the same matrix product (its biases are added once at the end).
+        """
+        config = self.config
+        channels = config.residual_channels
+        layers = self.residual_layers
+        batch, length = audio.shape
+        tile = max(1, min(int(self.inference_tile), length))
+        pad = max(layer.dilated_conv.dilation[0] for layer in layers)
+        step = self.diffusion_embedding(diffusion_step)
+        step_terms = F.linear(
+            step, torch.cat([layer.diffusion_projection.weight for layer in layers]),
+            torch.cat([layer.diffusion_projection.bias for layer in layers]),
+        ).view(step.shape[0], len(layers), channels)
+
+        if isinstance(conditioning, _InferenceConditioning):
+            conditioner, global_conditioner = conditioning.conditioner, conditioning.global_conditioner
+            terms, doubled = None, True
+            if conditioning.projected is not None:
+                terms = torch.chunk(conditioning.projected, len(layers), dim=1)
+        else:  # prepare_conditioning's terms: the filter rows are doubled tile by tile
+            terms, doubled = conditioning, False
+
+        # Rows [:C]: the residual stream v; rows [C:]: the skip sum without its biases.
+        state = audio.new_empty(batch, 2 * channels, length)
+        state[:, :channels] = F.relu(_pointwise(self.input_projection, audio.unsqueeze(1)))
+        state[:, channels:] = 0
+        layer_input = audio.new_zeros(batch, channels, length + 2 * pad)
+        inner = layer_input[..., pad: pad + length]
+        columns = audio.new_empty(3 * channels, tile)
+        gates = audio.new_empty(2 * channels, tile)
+        gated = audio.new_empty(channels, tile)
+        offset = audio.new_zeros(channels)
+        skip_bias = audio.new_zeros(channels)
+        for index, layer in enumerate(layers):
+            scale = 2.0 ** (index / 2)
+            dilation = layer.dilated_conv.dilation[0]
+            conv_weight = _filter_scaled(torch.cat(layer.dilated_conv.weight.unbind(-1), dim=1) / scale, 2.0)
+            out_weight = layer.output_projection.weight.squeeze(-1)
+            out_bias = layer.output_projection.bias
+            last = index == len(layers) - 1
+            # The last layer's residual half is never used.
+            out_weight = -out_weight[channels:] if last else -torch.cat([out_weight[:channels] * scale,
+                                                                        out_weight[channels:]])
+            rows = state[:, channels:] if last else state
+            torch.add(state[:, :channels], (scale * (offset + step_terms[:, index])).unsqueeze(-1), out=inner)
+            if mask is not None:
+                inner.mul_(mask)
+            offset = (offset + out_bias[:channels]) / math.sqrt(2.0)
+            skip_bias += out_bias[channels:]
+            if terms is None:  # the conditioning term tile by tile, from the upsampled mel
+                cond_weight = _filter_scaled(layer.conditioner_projection.weight.squeeze(-1), 2.0)
+                cond_bias = layer.conditioner_projection.bias + layer.dilated_conv.bias
+                if global_conditioner is not None:
+                    global_weight = _filter_scaled(layer.conditioner_projection_global.weight.squeeze(-1), 2.0)
+                    cond_bias = cond_bias + layer.conditioner_projection_global.bias
+                cond_bias = _filter_scaled(cond_bias, 2.0).unsqueeze(-1)
+            for row in range(batch):
+                source = layer_input[row]
+                for start in range(0, length, tile):
+                    stop = min(start + tile, length)
+                    width = stop - start
+                    cols = columns[:, :width]
+                    cols.view(3, channels, width).copy_(source.as_strided(
+                        (3, channels, width), (dilation, source.stride(0), 1),
+                        source.storage_offset() + pad + start - dilation))
+                    z = gates[:, :width]
+                    if terms is None:
+                        torch.addmm(cond_bias, cond_weight, conditioner[row, :, start:stop], out=z)
+                        if global_conditioner is not None:
+                            z.addmm_(global_weight, global_conditioner[row, :, start:stop])
+                        z.addmm_(conv_weight, cols)
+                    elif doubled:
+                        torch.addmm(terms[index][row, :, start:stop], conv_weight, cols, out=z)
+                    else:
+                        term = terms[index][row, :, start:stop]
+                        torch.addmm(term[:channels], conv_weight[:channels], cols, out=z[:channels])
+                        torch.addmm(term[channels:], conv_weight[channels:], cols, beta=2.0, out=z[channels:])
+                    z.sigmoid_()
+                    gate = torch.addcmul(z[:channels], z[:channels], z[channels:], value=-2.0, out=gated[:, :width])
+                    rows[row, :, start:stop].addmm_(out_weight, gate)
+        skip = state[:, channels:]
+        skip += skip_bias.view(1, -1, 1)
+        skip /= math.sqrt(len(layers))
+        return _pointwise(self.output_projection, F.relu_(_pointwise(self.skip_projection, skip)))
 
 
 class PriorGradVocoder(PriorGradPreTrainedModel):
@@ -568,7 +712,8 @@ class PriorGradVocoder(PriorGradPreTrainedModel):
               cache_bytes):
         """The network calls of one reverse step, prepared once per `generate`: windows of equal size
         (the whole input, or the chunks with their context) stacked into batches, each with its
-        step-independent conditioning (upsampled mel, layer projections) when it fits `cache_bytes`."""
+        step-independent conditioning: the upsampled mel, and the layers' projections of it when they fit
+        `cache_bytes` (otherwise each call projects it tile by tile)."""
         frames = spectrogram.shape[-1]
         if chunk_frames is None or chunk_frames >= frames:
             windows = [(0, frames, 0, frames)]
@@ -598,10 +743,10 @@ class PriorGradVocoder(PriorGradPreTrainedModel):
         config = self.config
         per_sample = 2 * config.residual_channels * len(config.dilations) * 4
         needed = sum(entry["spectrogram"].shape[0] * entry["spectrogram"].shape[-1] for entry in plan)
-        if needed * config.hop_samples * per_sample <= cache_bytes:
-            for entry in plan:
-                entry["conditioning"] = self.priorgrad.prepare_conditioning(
-                    entry["spectrogram"], entry["global_cond"], entry["lengths"])
+        project = needed * config.hop_samples * per_sample <= cache_bytes
+        for entry in plan:  # the upsampled mel always (the size of the network's own state, or less)
+            entry["conditioning"] = self.priorgrad._prepare_inference(
+                entry["spectrogram"], entry["global_cond"], entry["lengths"], project=project)
         return plan
 
     def _predict_noise(self, x, plan, step):
@@ -650,8 +795,9 @@ class PriorGradVocoder(PriorGradPreTrainedModel):
         context each side (default: the receptive field, which makes chunking exact up to rounding).
         `frame_lengths` [B] marks a zero-padded batch (as the feature extractor returns it).
         Speed: chunks of equal size run as one batch (`chunk_batch_size` of them at most, default all),
-        and the step-independent conditioning (mel upsampling and the 30 layers' projections, about
-        340 MB per second of audio) is computed once when it fits `conditioning_cache_bytes`.
+        the mel is upsampled once, and the 30 layers' projections of it (about 340 MB per second of
+        audio) are computed once when they fit `conditioning_cache_bytes` (otherwise at every step, tile by
+        tile); each step runs layer by layer over time tiles (`priorgrad.inference_tile` samples).
 
             out = vocoder.generate([mel_a, mel_b], num_inference_steps=12, chunk_frames=200)
             clip_b = out.waveform[1, : out.lengths[1]]
