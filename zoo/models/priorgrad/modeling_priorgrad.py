@@ -351,20 +351,23 @@ class PriorGradModel(PriorGradPreTrainedModel):
         return conditioner, global_conditioner
 
     def _stacked_projection(self, conditioner, global_conditioner=None, filter_scale: float = 1.0) -> torch.Tensor:
-        """Every layer's conditioning term as one matrix product: [B, layers * 2C, samples]. `filter_scale`
-        2 doubles each layer's filter half (every factor doubled: the exact double of the plain result)."""
+        """Every layer's conditioning term (with the dilated convolution's bias) as one matrix product with
+        the biases as its initial value: [B, layers * 2C, samples]. `filter_scale` 2 doubles each layer's
+        filter half (every factor doubled: the exact double of the plain result)."""
         layers = self.residual_layers
 
         def stack(parameter):
             return torch.cat([_filter_scaled(parameter(layer), filter_scale) for layer in layers])
 
-        projected = torch.matmul(stack(lambda layer: layer.conditioner_projection.weight.squeeze(-1)), conditioner)
-        projected = projected + stack(lambda layer: layer.conditioner_projection.bias).unsqueeze(-1)
-        if global_conditioner is not None:
-            weight = stack(lambda layer: layer.conditioner_projection_global.weight.squeeze(-1))
-            bias = stack(lambda layer: layer.conditioner_projection_global.bias)
-            projected = projected + (torch.matmul(weight, global_conditioner) + bias.unsqueeze(-1))
-        return projected + stack(lambda layer: layer.dilated_conv.bias).unsqueeze(-1)
+        weight = stack(lambda layer: layer.conditioner_projection.weight.squeeze(-1))
+        bias = stack(lambda layer: layer.conditioner_projection.bias + layer.dilated_conv.bias)
+        if global_conditioner is not None:  # the global condition as one more input row
+            weight = torch.cat([weight, stack(lambda layer: layer.conditioner_projection_global.weight.squeeze(-1))], 1)
+            bias = bias + stack(lambda layer: layer.conditioner_projection_global.bias)
+            conditioner = torch.cat([conditioner, global_conditioner], dim=1)
+        if conditioner.shape[0] == 1:
+            return torch.addmm(bias.unsqueeze(-1), weight, conditioner[0]).unsqueeze(0)
+        return torch.baddbmm(bias.view(1, -1, 1), weight.expand(conditioner.shape[0], -1, -1), conditioner)
 
     def prepare_conditioning(
         self, spectrogram: torch.Tensor, global_cond: torch.Tensor | None = None,
