@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -177,6 +177,7 @@ class _InferenceConditioning:
     conditioner: torch.Tensor
     global_conditioner: torch.Tensor | None
     projected: torch.Tensor | None
+    workspace: dict = field(default_factory=dict, repr=False)  # `_denoise`'s buffers, reused call to call
 
 
 class PriorGradDiffusionEmbedding(nn.Module):
@@ -482,15 +483,23 @@ class PriorGradModel(PriorGradPreTrainedModel):
         else:  # prepare_conditioning's terms: the filter rows are doubled tile by tile
             terms, doubled = conditioning, False
 
-        # Rows [:C]: the residual stream v; rows [C:]: the skip sum without its biases.
-        state = audio.new_empty(batch, 2 * channels, length)
+        # Buffers, kept across the calls of one `generate`. state rows [:C]: the residual stream v, rows
+        # [C:]: the skip sum without its biases; layer_input: zero borders (the convolutions' padding).
+        workspace = conditioning.workspace if isinstance(conditioning, _InferenceConditioning) else {}
+        key = (batch, length, tile, pad, channels, audio.dtype, audio.device)
+        if workspace.get("key") != key:
+            workspace.clear()
+            workspace.update(
+                key=key, state=audio.new_empty(batch, 2 * channels, length),
+                layer_input=audio.new_zeros(batch, channels, length + 2 * pad),
+                columns=audio.new_empty(3 * channels, tile), gates=audio.new_empty(2 * channels, tile),
+                gated=audio.new_empty(channels, tile),
+            )
+        state, layer_input = workspace["state"], workspace["layer_input"]
+        columns, gates, gated = workspace["columns"], workspace["gates"], workspace["gated"]
         state[:, :channels] = F.relu(_pointwise(self.input_projection, audio.unsqueeze(1)))
         state[:, channels:] = 0
-        layer_input = audio.new_zeros(batch, channels, length + 2 * pad)
         inner = layer_input[..., pad: pad + length]
-        columns = audio.new_empty(3 * channels, tile)
-        gates = audio.new_empty(2 * channels, tile)
-        gated = audio.new_empty(channels, tile)
         offset = audio.new_zeros(channels)
         skip_bias = audio.new_zeros(channels)
         for index, layer in enumerate(layers):
