@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -178,6 +179,13 @@ class _InferenceConditioning:
     global_conditioner: torch.Tensor | None
     projected: torch.Tensor | None
     workspace: dict = field(default_factory=dict, repr=False)  # `_denoise`'s buffers, reused call to call
+
+
+def _project_tile(out, bias, weight, conditioner, global_weight, global_conditioner) -> None:
+    """One tile's conditioning term from the upsampled mel (and global condition), written into `out`."""
+    torch.addmm(bias, weight, conditioner, out=out)
+    if global_conditioner is not None:
+        out.addmm_(global_weight, global_conditioner)
 
 
 class PriorGradDiffusionEmbedding(nn.Module):
@@ -462,97 +470,118 @@ class PriorGradModel(PriorGradPreTrainedModel):
           adds in place; the layer's input is v_i + 2^(i/2) (c_i + step term) and its convolution weights
           are divided by 2^(i/2);
         - the skip sum accumulates in the same matrix product (its biases are added once at the end).
+        The weights so folded, the buffers and the tiles' views are built once per `generate` (kept in
+        the conditioning's workspace), so that a step runs little Python per tile.
         """
-        config = self.config
-        channels = config.residual_channels
         layers = self.residual_layers
+        channels = self.config.residual_channels
         batch, length = audio.shape
         tile = max(1, min(int(self.inference_tile), length))
-        pad = max(layer.dilated_conv.dilation[0] for layer in layers)
-        step = self.diffusion_embedding(diffusion_step)
-        step_terms = F.linear(
-            step, torch.cat([layer.diffusion_projection.weight for layer in layers]),
-            torch.cat([layer.diffusion_projection.bias for layer in layers]),
-        ).view(step.shape[0], len(layers), channels)
-
-        if isinstance(conditioning, _InferenceConditioning):
-            conditioner, global_conditioner = conditioning.conditioner, conditioning.global_conditioner
-            terms, doubled = None, True
-            if conditioning.projected is not None:
-                terms = torch.chunk(conditioning.projected, len(layers), dim=1)
-        else:  # prepare_conditioning's terms: the filter rows are doubled tile by tile
-            terms, doubled = conditioning, False
-
-        # Buffers, kept across the calls of one `generate`. state rows [:C]: the residual stream v, rows
-        # [C:]: the skip sum without its biases; layer_input: zero borders (the convolutions' padding).
         workspace = conditioning.workspace if isinstance(conditioning, _InferenceConditioning) else {}
-        key = (batch, length, tile, pad, channels, audio.dtype, audio.device)
+        key = (batch, length, tile, audio.dtype, audio.device)
         if workspace.get("key") != key:
             workspace.clear()
-            workspace.update(
-                key=key, state=audio.new_empty(batch, 2 * channels, length),
-                layer_input=audio.new_zeros(batch, channels, length + 2 * pad),
-                columns=audio.new_empty(3 * channels, tile), gates=audio.new_empty(2 * channels, tile),
-                gated=audio.new_empty(channels, tile),
-            )
-        state, layer_input = workspace["state"], workspace["layer_input"]
-        columns, gates, gated = workspace["columns"], workspace["gates"], workspace["gated"]
+            workspace.update(self._denoise_program(audio, conditioning, tile), key=key)
+        state, inner = workspace["state"], workspace["inner"]
+        step = self.diffusion_embedding(diffusion_step)
+        step_terms = F.linear(step, workspace["step_weight"], workspace["step_bias"]).view(-1, len(layers), channels)
+        # Each layer's input offset 2^(i/2) (c_i + step term) [B or 1, layers, C, 1].
+        offsets = torch.addcmul(workspace["offsets"], workspace["scales"], step_terms).unsqueeze(-1)
         state[:, :channels] = F.relu(_pointwise(self.input_projection, audio.unsqueeze(1)))
         state[:, channels:] = 0
-        inner = layer_input[..., pad: pad + length]
+        for index, (conv_weight, out_weight, conv_halves, tiles) in enumerate(workspace["layers"]):
+            torch.add(state[:, :channels], offsets[:, index], out=inner)
+            if mask is not None:
+                inner.mul_(mask)
+            for window, columns, cols, z, gate, filt, gated, rows, term in tiles:
+                columns.copy_(window)
+                if conv_halves is not None:  # prepare_conditioning's terms: the filter half doubled here
+                    torch.addmm(term[:channels], conv_halves[0], cols, out=gate)
+                    torch.addmm(term[channels:], conv_halves[1], cols, beta=2.0, out=filt)
+                elif isinstance(term, torch.Tensor):
+                    torch.addmm(term, conv_weight, cols, out=z)
+                else:  # the term projected from the upsampled mel into `z`, tile by tile
+                    term()
+                    z.addmm_(conv_weight, cols)
+                z.sigmoid_()
+                rows.addmm_(out_weight, torch.addcmul(gate, gate, filt, value=-2.0, out=gated))
+        skip = state[:, channels:]
+        skip += workspace["skip_bias"]
+        skip /= math.sqrt(len(layers))
+        return _pointwise(self.output_projection, F.relu_(_pointwise(self.skip_projection, skip)))
+
+    def _denoise_program(self, audio, conditioning, tile: int) -> dict:
+        """`_denoise`'s step-independent part: folded weights, buffers and, per layer, the views of every
+        tile with its conditioning term (a view of the cached terms, or a call that projects the tile of
+        the upsampled mel)."""
+        layers = self.residual_layers
+        channels = self.config.residual_channels
+        batch, length = audio.shape
+        pad = max(layer.dilated_conv.dilation[0] for layer in layers)
+        conditioner = global_conditioner = terms = None
+        if isinstance(conditioning, _InferenceConditioning):
+            conditioner, global_conditioner = conditioning.conditioner, conditioning.global_conditioner
+            if conditioning.projected is not None:
+                terms = torch.chunk(conditioning.projected, len(layers), dim=1)
+            doubled = True
+        else:
+            terms, doubled = conditioning, False
+        # state rows [:C]: the residual stream v, rows [C:]: the skip sum without its biases; layer_input:
+        # zero borders (the convolutions' padding).
+        state = audio.new_empty(batch, 2 * channels, length)
+        layer_input = audio.new_zeros(batch, channels, length + 2 * pad)
+        columns = audio.new_empty(3 * channels, tile)
+        gates = audio.new_empty(2 * channels, tile)
+        gated = audio.new_empty(channels, tile)
+        scales = torch.tensor([2.0 ** (index / 2) for index in range(len(layers))], dtype=audio.dtype)
         offset = audio.new_zeros(channels)
-        skip_bias = audio.new_zeros(channels)
+        offsets, program = [], []
         for index, layer in enumerate(layers):
-            scale = 2.0 ** (index / 2)
+            scale = float(scales[index])
             dilation = layer.dilated_conv.dilation[0]
             conv_weight = _filter_scaled(torch.cat(layer.dilated_conv.weight.unbind(-1), dim=1) / scale, 2.0)
             out_weight = layer.output_projection.weight.squeeze(-1)
-            out_bias = layer.output_projection.bias
             last = index == len(layers) - 1
             # The last layer's residual half is never used.
             out_weight = -out_weight[channels:] if last else -torch.cat([out_weight[:channels] * scale,
                                                                         out_weight[channels:]])
+            offsets.append(offset * scale)
+            offset = (offset + layer.output_projection.bias[:channels]) / math.sqrt(2.0)
             rows = state[:, channels:] if last else state
-            torch.add(state[:, :channels], (scale * (offset + step_terms[:, index])).unsqueeze(-1), out=inner)
-            if mask is not None:
-                inner.mul_(mask)
-            offset = (offset + out_bias[:channels]) / math.sqrt(2.0)
-            skip_bias += out_bias[channels:]
-            if terms is None:  # the conditioning term tile by tile, from the upsampled mel
+            if terms is None:
                 cond_weight = _filter_scaled(layer.conditioner_projection.weight.squeeze(-1), 2.0)
                 cond_bias = layer.conditioner_projection.bias + layer.dilated_conv.bias
+                global_weight = None
                 if global_conditioner is not None:
                     global_weight = _filter_scaled(layer.conditioner_projection_global.weight.squeeze(-1), 2.0)
                     cond_bias = cond_bias + layer.conditioner_projection_global.bias
                 cond_bias = _filter_scaled(cond_bias, 2.0).unsqueeze(-1)
+            tiles = []
             for row in range(batch):
                 source = layer_input[row]
                 for start in range(0, length, tile):
                     stop = min(start + tile, length)
                     width = stop - start
-                    cols = columns[:, :width]
-                    cols.view(3, channels, width).copy_(source.as_strided(
-                        (3, channels, width), (dilation, source.stride(0), 1),
-                        source.storage_offset() + pad + start - dilation))
+                    window = source.as_strided((3, channels, width), (dilation, source.stride(0), 1),
+                                               source.storage_offset() + pad + start - dilation)
                     z = gates[:, :width]
-                    if terms is None:
-                        torch.addmm(cond_bias, cond_weight, conditioner[row, :, start:stop], out=z)
-                        if global_conditioner is not None:
-                            z.addmm_(global_weight, global_conditioner[row, :, start:stop])
-                        z.addmm_(conv_weight, cols)
-                    elif doubled:
-                        torch.addmm(terms[index][row, :, start:stop], conv_weight, cols, out=z)
-                    else:
+                    if terms is not None:
                         term = terms[index][row, :, start:stop]
-                        torch.addmm(term[:channels], conv_weight[:channels], cols, out=z[:channels])
-                        torch.addmm(term[channels:], conv_weight[channels:], cols, beta=2.0, out=z[channels:])
-                    z.sigmoid_()
-                    gate = torch.addcmul(z[:channels], z[:channels], z[channels:], value=-2.0, out=gated[:, :width])
-                    rows[row, :, start:stop].addmm_(out_weight, gate)
-        skip = state[:, channels:]
-        skip += skip_bias.view(1, -1, 1)
-        skip /= math.sqrt(len(layers))
-        return _pointwise(self.output_projection, F.relu_(_pointwise(self.skip_projection, skip)))
+                    else:
+                        term = partial(_project_tile, z, cond_bias, cond_weight, conditioner[row, :, start:stop],
+                                       global_weight, None if global_conditioner is None
+                                       else global_conditioner[row, :, start:stop])
+                    tiles.append((window, columns[:, :width].view(3, channels, width), columns[:, :width], z,
+                                  z[:channels], z[channels:], gated[:, :width], rows[row, :, start:stop], term))
+            halves = None if doubled else (conv_weight[:channels], conv_weight[channels:])
+            program.append((conv_weight, out_weight, halves, tiles))
+        return {
+            "state": state, "inner": layer_input[..., pad: pad + length], "layers": program,
+            "scales": scales.view(-1, 1), "offsets": torch.stack(offsets),
+            "step_weight": torch.cat([layer.diffusion_projection.weight for layer in layers]),
+            "step_bias": torch.cat([layer.diffusion_projection.bias for layer in layers]),
+            "skip_bias": sum(layer.output_projection.bias[channels:] for layer in layers).view(1, -1, 1),
+        }
 
 
 class PriorGradVocoder(PriorGradPreTrainedModel):
