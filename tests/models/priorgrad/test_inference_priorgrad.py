@@ -96,19 +96,28 @@ def test_generate_does_not_depend_on_the_tile():
     torch.testing.assert_close(vocoder.generate(mels, noise=noise).waveform, whole, atol=1e-6, rtol=0)
 
 
-def test_doubled_filter_rows_are_exact():
-    """The cached conditioning `generate` uses holds each layer's filter half doubled: exactly twice the
-    public `prepare_conditioning` terms (a power of two scales every rounding alike)."""
+def test_cached_terms_are_the_public_ones_with_doubled_filter_rows():
+    """The cached conditioning `generate` uses holds each layer's filter half doubled (exactly: a power of
+    two scales every rounding alike), time-tile-major; in time order it is `prepare_conditioning`'s."""
     vocoder = random_vocoder(residual_layers=4, condition_prior_global=True)
     model = vocoder.priorgrad
+    model.inference_tile = 300  # 2 frames = 512 samples: a full tile and a partial one
     _, spectrogram, global_cond = inputs(model, batch=2, frames=2)
     channels = model.config.residual_channels
     with torch.no_grad():
-        public = model.prepare_conditioning(spectrogram, global_cond)
-        doubled = torch.chunk(model._prepare_inference(spectrogram, global_cond).projected, 4, dim=1)
-    for plain, scaled in zip(public, doubled):
-        torch.testing.assert_close(scaled[:, :channels], plain[:, :channels], atol=0, rtol=0)
-        torch.testing.assert_close(scaled[:, channels:], 2 * plain[:, channels:], atol=0, rtol=0)
+        public = torch.cat(model.prepare_conditioning(spectrogram, global_cond), dim=1)
+        prepared = model._prepare_inference(spectrogram, global_cond)
+        upsampled = (prepared.conditioner, prepared.global_conditioner)
+        plain = model._stacked_projection(*upsampled, tile=300)
+    assert prepared.projected.shape == (2, 2, 4 * 2 * channels, 300) and prepared.tile == 300
+
+    def time_order(terms):  # [B, tiles, rows, tile] -> [B, layers, 2 (gate, filter), C, samples]
+        return terms.permute(0, 2, 1, 3).reshape(2, -1, 600)[..., :512].reshape(2, 4, 2, channels, 512)
+
+    doubled, plain = time_order(prepared.projected), time_order(plain)
+    torch.testing.assert_close(doubled[:, :, 0], plain[:, :, 0], atol=0, rtol=0)
+    torch.testing.assert_close(doubled[:, :, 1], 2 * plain[:, :, 1], atol=0, rtol=0)
+    torch.testing.assert_close(plain.reshape(2, -1, 512), public, atol=1e-6, rtol=0)
 
 
 def test_prepared_conditioning_of_other_inputs_is_refused():
