@@ -546,7 +546,8 @@ class PriorGradModel(PriorGradPreTrainedModel):
         columns = audio.new_empty(3 * channels, tile)
         gates = audio.new_empty(2 * channels, tile)
         gated = audio.new_empty(channels, tile)
-        scales = torch.tensor([2.0 ** (index / 2) for index in range(len(layers))], dtype=audio.dtype)
+        scales = torch.tensor([2.0 ** (index / 2) for index in range(len(layers))], dtype=audio.dtype,
+                              device=audio.device)
         offset = audio.new_zeros(channels)
         offsets, program = [], []
         for index, layer in enumerate(layers):
