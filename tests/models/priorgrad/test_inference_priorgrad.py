@@ -127,3 +127,18 @@ def test_prepared_conditioning_of_other_inputs_is_refused():
         prepared = model._prepare_inference(spectrogram)
         with pytest.raises(ValueError, match="conditioning does not match"):
             model(audio[:, :2 * HOP], spectrogram[..., :2], torch.tensor([1]), conditioning=prepared)
+
+
+def test_tile_views_built_per_step_past_the_cache_bound(monkeypatch):
+    """Past MAX_CACHED_TILES the tiles' views are rebuilt at every step instead of kept: same result."""
+    from zoo.models.priorgrad import modeling_priorgrad
+
+    vocoder = random_vocoder(residual_layers=6, dilation_cycle_length=3, condition_prior_global=True)
+    vocoder.priorgrad.inference_tile = 200
+    mels = [torch.randn(80, frames, generator=torch.Generator().manual_seed(frames)) - 4.0 for frames in (5, 2)]
+    noise = torch.randn(6, 2, 5 * HOP, generator=torch.Generator().manual_seed(3))
+    kept = vocoder.generate(mels, noise=noise).waveform
+    monkeypatch.setattr(modeling_priorgrad, "MAX_CACHED_TILES", 0)
+    torch.testing.assert_close(vocoder.generate(mels, noise=noise).waveform, kept, atol=0, rtol=0)
+    uncached = vocoder.generate(mels, noise=noise, conditioning_cache_bytes=0).waveform
+    torch.testing.assert_close(uncached, kept, atol=1e-6, rtol=0)

@@ -38,6 +38,7 @@ __all__ = [
 STEP_EMBEDDING_DIM = 128
 STEP_HIDDEN_DIM = 512
 INFERENCE_TILE = 1024
+MAX_CACHED_TILES = 16384  # (tiles x layers) whose views `_denoise` keeps across steps (3 views per tile)
 
 
 def step_embedding_table(num_steps: int) -> torch.Tensor:
@@ -181,6 +182,31 @@ class _InferenceConditioning:
     projected: torch.Tensor | None
     tile: int
     workspace: dict = field(default_factory=dict, repr=False)  # `_denoise`'s buffers, reused call to call
+
+
+def _tile_views(layer_input, pad, dilation, tile, buffers, rows, index, tiled_terms, terms, cond):
+    """One layer's tiles for `PriorGradModel._denoise`: (the layer input's three shifted views, the tile
+    buffers of that width, the state rows it updates, its conditioning term: a view of the cached terms
+    or a call that projects the upsampled mel into the gates buffer)."""
+    batch, channels, padded = layer_input.shape
+    length = padded - 2 * pad
+    for row in range(batch):
+        source = layer_input[row]
+        for start in range(0, length, tile):
+            stop = min(start + tile, length)
+            width = stop - start
+            window = source.as_strided((3, channels, width), (dilation, source.stride(0), 1),
+                                       source.storage_offset() + pad + start - dilation)
+            if tiled_terms is not None:
+                term = tiled_terms[row, start // tile, 2 * channels * index: 2 * channels * (index + 1), :width]
+            elif terms is not None:
+                term = terms[index][row, :, start:stop]
+            else:
+                bias, weight, conditioner, global_weight, global_conditioner = cond
+                term = partial(_project_tile, buffers[width][2], bias, weight, conditioner[row, :, start:stop],
+                               global_weight,
+                               None if global_conditioner is None else global_conditioner[row, :, start:stop])
+            yield (window, *buffers[width], rows[row, :, start:stop], term)
 
 
 def _project_tile(out, bias, weight, conditioner, global_weight, global_conditioner) -> None:
@@ -506,7 +532,7 @@ class PriorGradModel(PriorGradPreTrainedModel):
             torch.add(state[:, :channels], offsets[:, index], out=inner)
             if mask is not None:
                 inner.mul_(mask)
-            for window, columns, cols, z, gate, filt, gated, rows, term in tiles:
+            for window, columns, cols, z, gate, filt, gated, rows, term in (tiles() if callable(tiles) else tiles):
                 columns.copy_(window)
                 if conv_halves is not None:  # prepare_conditioning's terms: the filter half doubled here
                     torch.addmm(term[:channels], conv_halves[0], cols, out=gate)
@@ -548,6 +574,10 @@ class PriorGradModel(PriorGradPreTrainedModel):
         gated = audio.new_empty(channels, tile)
         scales = torch.tensor([2.0 ** (index / 2) for index in range(len(layers))], dtype=audio.dtype,
                               device=audio.device)
+        # Views of the tile buffers, per tile width (all tiles but the last share them).
+        buffers = {width: (columns[:, :width].view(3, channels, width), columns[:, :width], gates[:, :width],
+                           gates[:channels, :width], gates[channels:, :width], gated[:, :width])
+                   for width in {tile, length % tile or tile}}
         offset = audio.new_zeros(channels)
         offsets, program = [], []
         for index, layer in enumerate(layers):
@@ -570,25 +600,14 @@ class PriorGradModel(PriorGradPreTrainedModel):
                     global_weight = _filter_scaled(layer.conditioner_projection_global.weight.squeeze(-1), 2.0)
                     cond_bias = cond_bias + layer.conditioner_projection_global.bias
                 cond_bias = _filter_scaled(cond_bias, 2.0).unsqueeze(-1)
-            tiles = []
-            for row in range(batch):
-                source = layer_input[row]
-                for start in range(0, length, tile):
-                    stop = min(start + tile, length)
-                    width = stop - start
-                    window = source.as_strided((3, channels, width), (dilation, source.stride(0), 1),
-                                               source.storage_offset() + pad + start - dilation)
-                    z = gates[:, :width]
-                    if tiled_terms is not None:
-                        term = tiled_terms[row, start // tile, 2 * channels * index: 2 * channels * (index + 1), :width]
-                    elif terms is not None:
-                        term = terms[index][row, :, start:stop]
-                    else:
-                        term = partial(_project_tile, z, cond_bias, cond_weight, conditioner[row, :, start:stop],
-                                       global_weight, None if global_conditioner is None
-                                       else global_conditioner[row, :, start:stop])
-                    tiles.append((window, columns[:, :width].view(3, channels, width), columns[:, :width], z,
-                                  z[:channels], z[channels:], gated[:, :width], rows[row, :, start:stop], term))
+            if terms is None and tiled_terms is None:
+                cond = (cond_bias, cond_weight, conditioner, global_weight, global_conditioner)
+            else:
+                cond = None
+            tiles = partial(_tile_views, layer_input, pad, dilation, tile, buffers, rows, index, tiled_terms, terms,
+                            cond)
+            if batch * -(-length // tile) * len(layers) <= MAX_CACHED_TILES:
+                tiles = list(tiles())
             halves = None if doubled else (conv_weight[:channels], conv_weight[channels:])
             program.append((conv_weight, out_weight, halves, tiles))
         return {
