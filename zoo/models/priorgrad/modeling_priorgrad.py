@@ -406,12 +406,15 @@ class PriorGradModel(PriorGradPreTrainedModel):
             conditioner = torch.cat([conditioner, global_conditioner], dim=1)
         batch, _, length = conditioner.shape
         if tile is not None:
+            # The bias as one more input row of ones: each output element is written once, by the product
+            # (no separate pass that broadcasts the bias into freshly allocated memory).
+            weight = torch.cat([weight, bias.unsqueeze(-1)], dim=1)
+            conditioner = torch.cat([conditioner, conditioner.new_ones(batch, 1, length)], dim=1)
             out = conditioner.new_empty(batch, -(-length // tile), weight.shape[0], tile)
             for row in range(batch):
                 for index, start in enumerate(range(0, length, tile)):
                     stop = min(start + tile, length)
-                    torch.addmm(bias.unsqueeze(-1), weight, conditioner[row, :, start:stop],
-                                out=out[row, index, :, : stop - start])
+                    torch.mm(weight, conditioner[row, :, start:stop], out=out[row, index, :, : stop - start])
             return out
         if batch == 1:
             return torch.addmm(bias.unsqueeze(-1), weight, conditioner[0]).unsqueeze(0)
