@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -36,6 +37,8 @@ __all__ = [
 
 STEP_EMBEDDING_DIM = 128
 STEP_HIDDEN_DIM = 512
+INFERENCE_TILE = 1024
+MAX_CACHED_TILES = 16384  # (tiles x layers) whose views `_denoise` keeps across steps (3 views per tile)
 
 
 def step_embedding_table(num_steps: int) -> torch.Tensor:
@@ -159,6 +162,60 @@ def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(conv.bias.view(1, -1, 1), weight.expand(x.shape[0], -1, -1), x)
 
 
+def _filter_scaled(parameter: torch.Tensor, scale: float) -> torch.Tensor:
+    """`parameter` [2C, ...] of a gated layer with its filter half (rows C:) times `scale`."""
+    if scale == 1.0:
+        return parameter
+    half = parameter.shape[0] // 2
+    return torch.cat([parameter[:half], parameter[half:] * scale])
+
+
+@dataclass
+class _InferenceConditioning:
+    """The step-independent inputs of one network call, prepared once per `generate`: the upsampled
+    conditioner(s) [B, channels, samples] and, when they fit its cache, every layer's conditioning term
+    with each layer's filter half doubled, time-tile-major [B, tiles, layers * 2C, tile] (what `_denoise`
+    consumes: a tile's terms are one contiguous block, read at about twice the speed of strided rows)."""
+
+    conditioner: torch.Tensor
+    global_conditioner: torch.Tensor | None
+    projected: torch.Tensor | None
+    tile: int
+    workspace: dict = field(default_factory=dict, repr=False)  # `_denoise`'s buffers, reused call to call
+
+
+def _tile_views(layer_input, pad, dilation, tile, buffers, rows, index, tiled_terms, terms, cond):
+    """One layer's tiles for `PriorGradModel._denoise`: (the layer input's three shifted views, the tile
+    buffers of that width, the state rows it updates, its conditioning term: a view of the cached terms
+    or a call that projects the upsampled mel into the gates buffer)."""
+    batch, channels, padded = layer_input.shape
+    length = padded - 2 * pad
+    for row in range(batch):
+        source = layer_input[row]
+        for start in range(0, length, tile):
+            stop = min(start + tile, length)
+            width = stop - start
+            window = source.as_strided((3, channels, width), (dilation, source.stride(0), 1),
+                                       source.storage_offset() + pad + start - dilation)
+            if tiled_terms is not None:
+                term = tiled_terms[row, start // tile, 2 * channels * index: 2 * channels * (index + 1), :width]
+            elif terms is not None:
+                term = terms[index][row, :, start:stop]
+            else:
+                bias, weight, conditioner, global_weight, global_conditioner = cond
+                term = partial(_project_tile, buffers[width][2], bias, weight, conditioner[row, :, start:stop],
+                               global_weight,
+                               None if global_conditioner is None else global_conditioner[row, :, start:stop])
+            yield (window, *buffers[width], rows[row, :, start:stop], term)
+
+
+def _project_tile(out, bias, weight, conditioner, global_weight, global_conditioner) -> None:
+    """One tile's conditioning term from the upsampled mel (and global condition), written into `out`."""
+    torch.addmm(bias, weight, conditioner, out=out)
+    if global_conditioner is not None:
+        out.addmm_(global_weight, global_conditioner)
+
+
 class PriorGradDiffusionEmbedding(nn.Module):
     """Sinusoidal step embedding + two SiLU projections; float steps interpolate between table rows."""
 
@@ -233,20 +290,11 @@ class PriorGradResidualBlock(nn.Module):
         if projected is None:
             projected = self.project_conditioner(conditioner, global_conditioner)
         conv = self.dilated_conv
-        y = F.conv1d(y, conv.weight, None, padding=conv.padding, dilation=conv.dilation)
-        if torch.is_grad_enabled():
-            y = y + projected
-            gate, filt = torch.chunk(y, 2, dim=1)
-            y = _pointwise(self.output_projection, torch.sigmoid(gate) * torch.tanh(filt))
-            residual, skip = torch.chunk(y, 2, dim=1)
-            return (x + residual) / math.sqrt(2.0), skip
-        # Inference: the same operations in place, so that no step allocates more than it must.
-        y += projected
+        y = F.conv1d(y, conv.weight, None, padding=conv.padding, dilation=conv.dilation) + projected
         gate, filt = torch.chunk(y, 2, dim=1)
-        gate = gate.sigmoid_().mul_(filt.tanh_())
-        y = _pointwise(self.output_projection, gate)
+        y = _pointwise(self.output_projection, torch.sigmoid(gate) * torch.tanh(filt))
         residual, skip = torch.chunk(y, 2, dim=1)
-        return x.add_(residual).div_(math.sqrt(2.0)), skip
+        return (x + residual) / math.sqrt(2.0), skip
 
 
 class PriorGradPreTrainedModel(PreTrainedModel):
@@ -298,6 +346,9 @@ class PriorGradModel(PriorGradPreTrainedModel):
         self.skip_projection = nn.Conv1d(config.residual_channels, config.residual_channels, 1)
         self.output_projection = nn.Conv1d(config.residual_channels, 1, 1)
         self.output_projection.zero_init = True
+        # Inference (`_denoise`): time tile in samples; a tile's working set (~2.5 kB per sample at 64
+        # channels) stays in the CPU caches.
+        self.inference_tile = INFERENCE_TILE
         self.post_init()
 
     def _check_inputs(self, audio, spectrogram, diffusion_step, global_cond):
@@ -329,6 +380,46 @@ class PriorGradModel(PriorGradPreTrainedModel):
                 f"{len(config.noise_schedule)} steps), got values in [{steps.min().item()}, {steps.max().item()}]"
             )
 
+    def _upsample(self, spectrogram, global_cond=None, frame_lengths=None):
+        conditioner = self.spectrogram_upsampler(spectrogram, frame_lengths)
+        global_conditioner = None
+        if global_cond is not None:
+            global_conditioner = self.global_condition_upsampler(global_cond, frame_lengths)
+        return conditioner, global_conditioner
+
+    def _stacked_projection(self, conditioner, global_conditioner=None, filter_scale: float = 1.0,
+                            tile: int | None = None) -> torch.Tensor:
+        """Every layer's conditioning term (with the dilated convolution's bias) as one matrix product with
+        the biases as its initial value: [B, layers * 2C, samples], or with `tile` time-tile-major
+        [B, tiles, layers * 2C, tile] (each tile's terms contiguous; the last tile's tail is unused).
+        `filter_scale` 2 doubles each layer's filter half (every factor doubled: the exact double)."""
+        layers = self.residual_layers
+
+        def stack(parameter):
+            return torch.cat([_filter_scaled(parameter(layer), filter_scale) for layer in layers])
+
+        weight = stack(lambda layer: layer.conditioner_projection.weight.squeeze(-1))
+        bias = stack(lambda layer: layer.conditioner_projection.bias + layer.dilated_conv.bias)
+        if global_conditioner is not None:  # the global condition as one more input row
+            weight = torch.cat([weight, stack(lambda layer: layer.conditioner_projection_global.weight.squeeze(-1))], 1)
+            bias = bias + stack(lambda layer: layer.conditioner_projection_global.bias)
+            conditioner = torch.cat([conditioner, global_conditioner], dim=1)
+        batch, _, length = conditioner.shape
+        if tile is not None:
+            # The bias as one more input row of ones: each output element is written once, by the product
+            # (no separate pass that broadcasts the bias into freshly allocated memory).
+            weight = torch.cat([weight, bias.unsqueeze(-1)], dim=1)
+            conditioner = torch.cat([conditioner, conditioner.new_ones(batch, 1, length)], dim=1)
+            out = conditioner.new_empty(batch, -(-length // tile), weight.shape[0], tile)
+            for row in range(batch):
+                for index, start in enumerate(range(0, length, tile)):
+                    stop = min(start + tile, length)
+                    torch.mm(weight, conditioner[row, :, start:stop], out=out[row, index, :, : stop - start])
+            return out
+        if batch == 1:
+            return torch.addmm(bias.unsqueeze(-1), weight, conditioner[0]).unsqueeze(0)
+        return torch.baddbmm(bias.view(1, -1, 1), weight.expand(batch, -1, -1), conditioner)
+
     def prepare_conditioning(
         self, spectrogram: torch.Tensor, global_cond: torch.Tensor | None = None,
         frame_lengths: torch.Tensor | None = None,
@@ -336,21 +427,16 @@ class PriorGradModel(PriorGradPreTrainedModel):
         """The step-independent part of a forward pass: the upsampled mel projected for every residual
         layer ([B, 2 * residual_channels, samples] each). Pass it as `conditioning` to reuse it across
         diffusion steps (30 x 128 floats per sample: about 340 MB per second of 22 kHz audio)."""
-        conditioner = self.spectrogram_upsampler(spectrogram, frame_lengths)
-        global_conditioner = None
-        if global_cond is not None:
-            global_conditioner = self.global_condition_upsampler(global_cond, frame_lengths)
-        # All layers' projections as one matrix product, then one view per layer.
-        layers = self.residual_layers
-        weight = torch.cat([layer.conditioner_projection.weight.squeeze(-1) for layer in layers])
-        bias = torch.cat([layer.conditioner_projection.bias for layer in layers])
-        projected = torch.matmul(weight, conditioner) + bias.unsqueeze(-1)
-        if global_conditioner is not None:
-            weight = torch.cat([layer.conditioner_projection_global.weight.squeeze(-1) for layer in layers])
-            bias = torch.cat([layer.conditioner_projection_global.bias for layer in layers])
-            projected = projected + (torch.matmul(weight, global_conditioner) + bias.unsqueeze(-1))
-        projected = projected + torch.cat([layer.dilated_conv.bias for layer in layers]).unsqueeze(-1)
-        return list(torch.chunk(projected, len(layers), dim=1))
+        projected = self._stacked_projection(*self._upsample(spectrogram, global_cond, frame_lengths))
+        return list(torch.chunk(projected, len(self.residual_layers), dim=1))
+
+    def _prepare_inference(self, spectrogram, global_cond=None, frame_lengths=None, project: bool = True):
+        """`generate`'s step-independent inputs of one network call (see `_InferenceConditioning`)."""
+        conditioner, global_conditioner = self._upsample(spectrogram, global_cond, frame_lengths)
+        projected, tile = None, max(1, min(int(self.inference_tile), conditioner.shape[-1]))
+        if project:
+            projected = self._stacked_projection(conditioner, global_conditioner, filter_scale=2.0, tile=tile)
+        return _InferenceConditioning(conditioner, global_conditioner, projected, tile)
 
     def forward(
         self,
@@ -364,7 +450,10 @@ class PriorGradModel(PriorGradPreTrainedModel):
         **kwargs,
     ) -> PriorGradModelOutput | tuple:
         """`conditioning`: `prepare_conditioning(spectrogram, global_cond, frame_lengths)` of these inputs,
-        computed once and reused across diffusion steps (`generate` does this)."""
+        computed once and reused across diffusion steps (`generate` does this).
+
+        Without autograd (`torch.no_grad()`, as `generate` runs) the residual stack runs tile by tile over
+        time (`_denoise`): the same function, rounded differently in the last bits."""
         diffusion_step = torch.as_tensor(diffusion_step, device=audio.device)
         if diffusion_step.dim() == 0:
             diffusion_step = diffusion_step.unsqueeze(0)
@@ -372,31 +461,165 @@ class PriorGradModel(PriorGradPreTrainedModel):
         mask = None
         if frame_lengths is not None:
             mask = _sample_mask(frame_lengths.to(audio.device), spectrogram.shape[-1], self.config.hop_samples)
+        if isinstance(conditioning, _InferenceConditioning):
+            if conditioning.conditioner.shape[::2] != audio.shape:
+                raise ValueError("conditioning does not match these inputs: prepared for another spectrogram")
+            if not torch.is_grad_enabled():
+                x = self._denoise(audio, diffusion_step, conditioning, mask)
+                return (x,) if return_dict is False else PriorGradModelOutput(predicted_noise=x)
+            conditioning = None
+        if conditioning is not None and (len(conditioning) != len(self.residual_layers) or conditioning[0].shape != (
+                audio.shape[0], 2 * self.config.residual_channels, audio.shape[-1])):
+            raise ValueError("conditioning does not match these inputs: pass prepare_conditioning(spectrogram, ...) "
+                             "of the same spectrogram")
+        if not torch.is_grad_enabled():
+            if conditioning is None:
+                conditioning = self._prepare_inference(spectrogram, global_cond, frame_lengths, project=False)
+            x = self._denoise(audio, diffusion_step, conditioning, mask)
+            return (x,) if return_dict is False else PriorGradModelOutput(predicted_noise=x)
         x = F.relu(_pointwise(self.input_projection, audio.unsqueeze(1)))
         step = self.diffusion_embedding(diffusion_step)
         if conditioning is None:
             # One layer's projection at a time (a training batch would not hold all 30 at once).
-            conditioner = self.spectrogram_upsampler(spectrogram, frame_lengths)
-            global_conditioner = None
-            if global_cond is not None:
-                global_conditioner = self.global_condition_upsampler(global_cond, frame_lengths)
+            conditioner, global_conditioner = self._upsample(spectrogram, global_cond, frame_lengths)
             conditioning = (layer.project_conditioner(conditioner, global_conditioner) for layer in self.residual_layers)
-        elif len(conditioning) != len(self.residual_layers) or conditioning[0].shape != (
-                audio.shape[0], 2 * self.config.residual_channels, audio.shape[-1]):
-            raise ValueError("conditioning does not match these inputs: pass prepare_conditioning(spectrogram, ...) "
-                             "of the same spectrogram")
         skip = 0
-        for index, (layer, projected) in enumerate(zip(self.residual_layers, conditioning)):
+        for layer, projected in zip(self.residual_layers, conditioning):
             x, skip_connection = layer(x, None, step, None, mask, projected=projected)
-            if torch.is_grad_enabled():
-                skip = skip + skip_connection
-            else:
-                skip = skip_connection.clone() if index == 0 else skip.add_(skip_connection)
+            skip = skip + skip_connection
         x = skip / math.sqrt(len(self.residual_layers))
         x = _pointwise(self.output_projection, F.relu(_pointwise(self.skip_projection, x)))
         if return_dict is False:
             return (x,)
         return PriorGradModelOutput(predicted_noise=x)
+
+    def _denoise(
+        self, audio: torch.Tensor, diffusion_step: torch.Tensor,
+        conditioning: _InferenceConditioning | list[torch.Tensor], mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """eps_theta [B, 1, L] without autograd: each layer runs over time tiles of `inference_tile` samples.
+
+        A layer's input (x + step term, masked) is written once into a zero-bordered buffer (the borders
+        are the convolution's padding); on each tile, the dilated convolution is one matrix product over
+        the three shifted views, with the conditioning term as its initial value, followed by the gate and
+        the output projection, all on cache-resident data. Constants are folded where they are exact or
+        nearly so:
+        - tanh(f) = 2 sigmoid(2 f) - 1: the filter rows are doubled (weights and cached terms: exact), one
+          sigmoid covers both halves and the gate is s_g - 2 s_g s_f = -sigmoid(g) tanh(f) (one addcmul;
+          the output projection is negated to match);
+        - the residual stream is kept as v_i = 2^(i/2) (x_i - c_i), where c_i collects the output biases'
+          residual halves: v_(i+1) = v_i + 2^(i/2) R_i gate, which the output projection's matrix product
+          adds in place; the layer's input is v_i + 2^(i/2) (c_i + step term) and its convolution weights
+          are divided by 2^(i/2);
+        - the skip sum accumulates in the same matrix product (its biases are added once at the end).
+        The weights so folded, the buffers and the tiles' views are built once per `generate` (kept in
+        the conditioning's workspace), so that a step runs little Python per tile.
+        """
+        layers = self.residual_layers
+        channels = self.config.residual_channels
+        batch, length = audio.shape
+        tile = max(1, min(int(self.inference_tile), length))
+        workspace = conditioning.workspace if isinstance(conditioning, _InferenceConditioning) else {}
+        key = (batch, length, tile, audio.dtype, audio.device)
+        if workspace.get("key") != key:
+            workspace.clear()
+            workspace.update(self._denoise_program(audio, conditioning, tile), key=key)
+        state, inner = workspace["state"], workspace["inner"]
+        step = self.diffusion_embedding(diffusion_step)
+        step_terms = F.linear(step, workspace["step_weight"], workspace["step_bias"]).view(-1, len(layers), channels)
+        # Each layer's input offset 2^(i/2) (c_i + step term) [B or 1, layers, C, 1].
+        offsets = torch.addcmul(workspace["offsets"], workspace["scales"], step_terms).unsqueeze(-1)
+        state[:, :channels] = F.relu(_pointwise(self.input_projection, audio.unsqueeze(1)))
+        state[:, channels:] = 0
+        for index, (conv_weight, out_weight, conv_halves, tiles) in enumerate(workspace["layers"]):
+            torch.add(state[:, :channels], offsets[:, index], out=inner)
+            if mask is not None:
+                inner.mul_(mask)
+            for window, columns, cols, z, gate, filt, gated, rows, term in (tiles() if callable(tiles) else tiles):
+                columns.copy_(window)
+                if conv_halves is not None:  # prepare_conditioning's terms: the filter half doubled here
+                    torch.addmm(term[:channels], conv_halves[0], cols, out=gate)
+                    torch.addmm(term[channels:], conv_halves[1], cols, beta=2.0, out=filt)
+                elif isinstance(term, torch.Tensor):
+                    torch.addmm(term, conv_weight, cols, out=z)
+                else:  # the term projected from the upsampled mel into `z`, tile by tile
+                    term()
+                    z.addmm_(conv_weight, cols)
+                z.sigmoid_()
+                rows.addmm_(out_weight, torch.addcmul(gate, gate, filt, value=-2.0, out=gated))
+        skip = state[:, channels:]
+        skip += workspace["skip_bias"]
+        skip /= math.sqrt(len(layers))
+        return _pointwise(self.output_projection, F.relu_(_pointwise(self.skip_projection, skip)))
+
+    def _denoise_program(self, audio, conditioning, tile: int) -> dict:
+        """`_denoise`'s step-independent part: folded weights, buffers and, per layer, the views of every
+        tile with its conditioning term (a view of the cached terms, or a call that projects the tile of
+        the upsampled mel)."""
+        layers = self.residual_layers
+        channels = self.config.residual_channels
+        batch, length = audio.shape
+        pad = max(layer.dilated_conv.dilation[0] for layer in layers)
+        conditioner = global_conditioner = terms = tiled_terms = None
+        if isinstance(conditioning, _InferenceConditioning):
+            conditioner, global_conditioner = conditioning.conditioner, conditioning.global_conditioner
+            if conditioning.projected is not None and conditioning.tile == tile:
+                tiled_terms = conditioning.projected
+            doubled = True
+        else:
+            terms, doubled = conditioning, False
+        # state rows [:C]: the residual stream v, rows [C:]: the skip sum without its biases; layer_input:
+        # zero borders (the convolutions' padding).
+        state = audio.new_empty(batch, 2 * channels, length)
+        layer_input = audio.new_zeros(batch, channels, length + 2 * pad)
+        columns = audio.new_empty(3 * channels, tile)
+        gates = audio.new_empty(2 * channels, tile)
+        gated = audio.new_empty(channels, tile)
+        scales = torch.tensor([2.0 ** (index / 2) for index in range(len(layers))], dtype=audio.dtype,
+                              device=audio.device)
+        # Views of the tile buffers, per tile width (all tiles but the last share them).
+        buffers = {width: (columns[:, :width].view(3, channels, width), columns[:, :width], gates[:, :width],
+                           gates[:channels, :width], gates[channels:, :width], gated[:, :width])
+                   for width in {tile, length % tile or tile}}
+        offset = audio.new_zeros(channels)
+        offsets, program = [], []
+        for index, layer in enumerate(layers):
+            scale = float(scales[index])
+            dilation = layer.dilated_conv.dilation[0]
+            conv_weight = _filter_scaled(torch.cat(layer.dilated_conv.weight.unbind(-1), dim=1) / scale, 2.0)
+            out_weight = layer.output_projection.weight.squeeze(-1)
+            last = index == len(layers) - 1
+            # The last layer's residual half is never used.
+            out_weight = -out_weight[channels:] if last else -torch.cat([out_weight[:channels] * scale,
+                                                                        out_weight[channels:]])
+            offsets.append(offset * scale)
+            offset = (offset + layer.output_projection.bias[:channels]) / math.sqrt(2.0)
+            rows = state[:, channels:] if last else state
+            if terms is None and tiled_terms is None:
+                cond_weight = _filter_scaled(layer.conditioner_projection.weight.squeeze(-1), 2.0)
+                cond_bias = layer.conditioner_projection.bias + layer.dilated_conv.bias
+                global_weight = None
+                if global_conditioner is not None:
+                    global_weight = _filter_scaled(layer.conditioner_projection_global.weight.squeeze(-1), 2.0)
+                    cond_bias = cond_bias + layer.conditioner_projection_global.bias
+                cond_bias = _filter_scaled(cond_bias, 2.0).unsqueeze(-1)
+            if terms is None and tiled_terms is None:
+                cond = (cond_bias, cond_weight, conditioner, global_weight, global_conditioner)
+            else:
+                cond = None
+            tiles = partial(_tile_views, layer_input, pad, dilation, tile, buffers, rows, index, tiled_terms, terms,
+                            cond)
+            if batch * -(-length // tile) * len(layers) <= MAX_CACHED_TILES:
+                tiles = list(tiles())
+            halves = None if doubled else (conv_weight[:channels], conv_weight[channels:])
+            program.append((conv_weight, out_weight, halves, tiles))
+        return {
+            "state": state, "inner": layer_input[..., pad: pad + length], "layers": program,
+            "scales": scales.view(-1, 1), "offsets": torch.stack(offsets),
+            "step_weight": torch.cat([layer.diffusion_projection.weight for layer in layers]),
+            "step_bias": torch.cat([layer.diffusion_projection.bias for layer in layers]),
+            "skip_bias": sum(layer.output_projection.bias[channels:] for layer in layers).view(1, -1, 1),
+        }
 
 
 class PriorGradVocoder(PriorGradPreTrainedModel):
@@ -568,7 +791,8 @@ class PriorGradVocoder(PriorGradPreTrainedModel):
               cache_bytes):
         """The network calls of one reverse step, prepared once per `generate`: windows of equal size
         (the whole input, or the chunks with their context) stacked into batches, each with its
-        step-independent conditioning (upsampled mel, layer projections) when it fits `cache_bytes`."""
+        step-independent conditioning: the upsampled mel, and the layers' projections of it when they fit
+        `cache_bytes` (otherwise each call projects it tile by tile)."""
         frames = spectrogram.shape[-1]
         if chunk_frames is None or chunk_frames >= frames:
             windows = [(0, frames, 0, frames)]
@@ -598,10 +822,10 @@ class PriorGradVocoder(PriorGradPreTrainedModel):
         config = self.config
         per_sample = 2 * config.residual_channels * len(config.dilations) * 4
         needed = sum(entry["spectrogram"].shape[0] * entry["spectrogram"].shape[-1] for entry in plan)
-        if needed * config.hop_samples * per_sample <= cache_bytes:
-            for entry in plan:
-                entry["conditioning"] = self.priorgrad.prepare_conditioning(
-                    entry["spectrogram"], entry["global_cond"], entry["lengths"])
+        project = needed * config.hop_samples * per_sample <= cache_bytes
+        for entry in plan:  # the upsampled mel always (the size of the network's own state, or less)
+            entry["conditioning"] = self.priorgrad._prepare_inference(
+                entry["spectrogram"], entry["global_cond"], entry["lengths"], project=project)
         return plan
 
     def _predict_noise(self, x, plan, step):
@@ -650,8 +874,9 @@ class PriorGradVocoder(PriorGradPreTrainedModel):
         context each side (default: the receptive field, which makes chunking exact up to rounding).
         `frame_lengths` [B] marks a zero-padded batch (as the feature extractor returns it).
         Speed: chunks of equal size run as one batch (`chunk_batch_size` of them at most, default all),
-        and the step-independent conditioning (mel upsampling and the 30 layers' projections, about
-        340 MB per second of audio) is computed once when it fits `conditioning_cache_bytes`.
+        the mel is upsampled once, and the 30 layers' projections of it (about 340 MB per second of
+        audio) are computed once when they fit `conditioning_cache_bytes` (otherwise at every step, tile by
+        tile); each step runs layer by layer over time tiles (`priorgrad.inference_tile` samples).
 
             out = vocoder.generate([mel_a, mel_b], num_inference_steps=12, chunk_frames=200)
             clip_b = out.waveform[1, : out.lengths[1]]
