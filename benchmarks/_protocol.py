@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -142,17 +144,20 @@ def ratio(times: dict[str, list[float]], slow: str, fast: str) -> dict[str, floa
             "of": f"{slow} / {fast}"}
 
 
-def _flatten(value: Any) -> list:
-    """Numbers of a nested structure (tensors, arrays, lists, dicts in key order), as one flat list."""
+def _leaves(value: Any) -> list:
+    """The leaves of a nested structure (dicts in key order, lists, tuples), tensors as numpy arrays."""
     if hasattr(value, "detach"):
-        value = value.detach().cpu().double().reshape(-1).tolist()
-    elif hasattr(value, "tolist") and not isinstance(value, (list, tuple)):
-        value = value.tolist()
+        value = value.detach().cpu().numpy()
     if isinstance(value, dict):
-        return [x for key in sorted(value) for x in _flatten(value[key])]
+        return [leaf for key in sorted(value) for leaf in _leaves(value[key])]
     if isinstance(value, (list, tuple)):
-        return [x for item in value for x in _flatten(item)]
+        return [leaf for item in value for leaf in _leaves(item)]
     return [value]
+
+
+def _numeric(value: Any) -> bool:
+    return (isinstance(value, (int, float, np.ndarray, np.number)) and not isinstance(value, bool)
+            and np.asarray(value).dtype.kind in "iuf")
 
 
 def compare_outputs(ours: Any, theirs: Any, atol: float = 0.0, what: str = "outputs",
@@ -160,23 +165,26 @@ def compare_outputs(ours: Any, theirs: Any, atol: float = 0.0, what: str = "outp
     """Check two sides' outputs equal within `atol` before timing (exactly for non-numbers).
 
     Returns {"equal", "max_abs_diff", "count", "atol"}; with `require` a mismatch raises AssertionError
-    naming `what`, so that a benchmark never times two different computations by accident.
+    naming `what`, so that a benchmark never times two different computations by accident. Arrays are
+    compared leaf by leaf with numpy (a NaN on either side counts as an infinite difference).
     """
-    a, b = _flatten(ours), _flatten(theirs)
-    if len(a) != len(b):
-        result = {"equal": False, "max_abs_diff": math.inf, "count": [len(a), len(b)], "atol": atol}
+    a, b = _leaves(ours), _leaves(theirs)
+    sizes_a = [int(np.size(x)) for x in a]
+    sizes_b = [int(np.size(y)) for y in b]
+    if sum(sizes_a) != sum(sizes_b) or len(a) != len(b) or sizes_a != sizes_b:
+        result = {"equal": False, "max_abs_diff": math.inf, "count": [sum(sizes_a), sum(sizes_b)], "atol": atol}
     else:
         worst = 0.0
         exact = True
         for x, y in zip(a, b):
-            if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
-                diff = abs(float(x) - float(y))
-                if diff != diff:  # NaN on either side
-                    diff = math.inf
-                worst = max(worst, diff)
-            elif x != y:
+            if _numeric(x) and _numeric(y):
+                if np.size(x):
+                    diff = np.abs(np.asarray(x, dtype=np.float64).reshape(-1)
+                                  - np.asarray(y, dtype=np.float64).reshape(-1))
+                    worst = max(worst, math.inf if np.isnan(diff).any() else float(diff.max()))
+            elif not np.array_equal(np.asarray(x, dtype=object), np.asarray(y, dtype=object)):
                 exact = False
-        result = {"equal": exact and worst <= atol, "max_abs_diff": worst, "count": len(a), "atol": atol}
+        result = {"equal": exact and worst <= atol, "max_abs_diff": worst, "count": sum(sizes_a), "atol": atol}
     if require and not result["equal"]:
         raise AssertionError(f"{what}: the two sides differ ({result}); not timing different work")
     return result

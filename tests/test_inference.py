@@ -182,3 +182,14 @@ def test_featurize_cli_bad_inputs_are_named(tmp_path, capsys):
     assert main(["featurize", str(binary), str(tmp_path / "o")]) == 2
     assert "binary.smi: not UTF-8 text" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_parquet_skipped_are_logged_once_with_input_indices(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        featurize_to_parquet(SMILES, tmp_path / "shards", num_proc=1, shard_size=4)
+    messages = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    # one message for the whole input, naming input positions 5 and 10 (shard-local they would be 1 and 2)
+    assert len(messages) == 1 and messages[0].startswith("skipped 2 molecule(s): 5: ")
+    assert "; 10: " in messages[0]

@@ -158,7 +158,7 @@ def _featurize_shard(args: tuple[list[str], int, str, dict]) -> tuple[str, int, 
 
     smiles, first, path, options = args
     featurizer = GraphormerFeaturizer(**options)
-    items, skipped = featurizer.featurize(smiles, on_error="skip")
+    items, skipped = featurizer.featurize(smiles, on_error="skip", log_skipped=False)  # logged once, by the parent
     bad = {s.index for s in skipped}
     indices = [first + i for i in range(len(smiles)) if i not in bad]
     columns: dict[str, list] = {"index": indices, "num_nodes": [len(item["x"]) for item in items]}
@@ -208,8 +208,15 @@ def featurize_to_parquet(smiles: Sequence[str], out_dir: str | os.PathLike, *, n
         if pool is not None:
             pool.close()
             pool.join()
+    skipped = [s for _, _, shard_skipped in done for s in shard_skipped]
+    if skipped:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "skipped %d molecule(s): %s%s", len(skipped), "; ".join(f"{i}: {reason}" for i, _, reason in skipped[:10]),
+            f"; ... ({len(skipped) - 10} more)" if len(skipped) > 10 else "")
     return {"shards": [path for path, _, _ in done], "items": sum(count for _, count, _ in done),
-            "skipped": [s for _, _, skipped in done for s in skipped], "num_proc": num_proc}
+            "skipped": skipped, "num_proc": num_proc}
 
 
 def read_parquet_items(paths: Sequence[str | os.PathLike]) -> tuple[list[int], list[dict[str, np.ndarray]]]:

@@ -257,13 +257,13 @@ class GraphormerFeaturizer(FeatureExtractionMixin):
     # -- stage 2: per-molecule items ----------------------------------------------------------------------
     def featurize(
         self, molecules: Iterable[Any], labels: Sequence[Any] | None = None, on_error: str = "raise",
-        progress: bool = False,
+        progress: bool = False, log_skipped: bool = True,
     ) -> tuple[list[dict[str, np.ndarray]], list[SkippedItem]]:
         """Items (numpy arrays, the original `preprocess_item` fields) for each molecule, and what was skipped.
 
         `on_error="raise"` raises `MoleculeError` naming the first bad molecule's index and input;
         `"skip"` leaves bad molecules (invalid SMILES, no atoms, more than `max_nodes` atoms) out and
-        reports them. `edge_input` keeps min(longest distance, multi_hop_max_dist) hops (all when None).
+        reports them (and logs them unless `log_skipped=False`). `edge_input` keeps min(longest distance, multi_hop_max_dist) hops (all when None).
         """
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -303,7 +303,7 @@ class GraphormerFeaturizer(FeatureExtractionMixin):
                 if labels is not None:
                     item["labels"] = np.asarray(labels[index])
                 items[index] = item
-        if skipped:
+        if skipped and log_skipped:
             logger.warning("skipped %d molecule(s): %s", len(skipped), "; ".join(f"{s.index}: {s.reason}" for s in skipped))
         return [items[index] for index, _ in graphs], skipped
 
