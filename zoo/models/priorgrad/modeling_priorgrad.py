@@ -584,6 +584,13 @@ class PriorGradModel(PriorGradPreTrainedModel):
           adds in place; the layer's input is v_i + 2^(i/2) (c_i + step term) and its convolution weights
           are divided by 2^(i/2);
         - the skip sum accumulates in the same matrix product (its biases are added once at the end).
+        Layers of dilation d >= `winograd_min_dilation` (with 2d <= the tile; `winograd = True`) run their
+        convolution as Winograd F(2, 3) (`_paired_layer`): in each 2d-block of the tile the outputs t and
+        t + d share the inputs a, b, c, e = x[t - d], x[t], x[t + d], x[t + 2d]; with
+        D = (a - c, b + c, c - b, b - e) and U = (W0, (W0 + W1 + W2) / 2, (W0 - W1 + W2) / 2, -W2),
+        M_k = U_k D_k (two batched products of two [2C, C] matrices each, the conditioning term as the initial
+        value of M0 and M3), y[t] = M0 + M1 + M2 and y[t + d] = M3 + M1 - M2: 2 products per output instead
+        of 3. Samples past the tile's last whole 2d-block take the plain product.
         The weights so folded, the buffers and the tiles' views are built once per `generate` (kept in
         the conditioning's workspace), so that a step runs little Python per tile.
         """
