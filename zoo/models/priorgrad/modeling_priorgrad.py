@@ -42,7 +42,7 @@ INFERENCE_TILE = 1024
 # of [2C, C] per 2 outputs instead of 3 per output); below it the strided passes that form and combine
 # the pairs cost more than the multiply-adds they save (measured at 64 channels, 1 thread).
 WINOGRAD_MIN_DILATION = 16
-MAX_CACHED_TILES = 16384  # (tiles x layers) whose views `_denoise` keeps across steps (3 views per tile)
+MAX_CACHED_TILES = 16384  # (tiles x layers) whose views `_denoise` keeps across steps (3 to 8 views per tile)
 
 
 def step_embedding_table(num_steps: int) -> torch.Tensor:
