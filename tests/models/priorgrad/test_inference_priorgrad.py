@@ -142,3 +142,71 @@ def test_tile_views_built_per_step_past_the_cache_bound(monkeypatch):
     torch.testing.assert_close(vocoder.generate(mels, noise=noise).waveform, kept, atol=0, rtol=0)
     uncached = vocoder.generate(mels, noise=noise, conditioning_cache_bytes=0).waveform
     torch.testing.assert_close(uncached, kept, atol=1e-6, rtol=0)
+
+
+def paired_layers(conditioning) -> list[int]:
+    """The layers whose convolution the last tiled call ran as Winograd F(2, 3) (their program has kernels)."""
+    return [index for index, layer in enumerate(conditioning.workspace["layers"]) if layer[4] is not None]
+
+
+@pytest.mark.parametrize("tile", [7, 50, 300, 512, 4096])
+def test_winograd_layers_equal_the_plain_product_and_float64(tile):
+    """Every layer allowed to pair (dilations 1..1024 on 512 samples: dilations past the tile and past the
+    length, tiles that are not multiples of 2d and leave samples past the last whole 2d-block): equal to
+    float64 within the plain tiled path's bound, and to the plain tiled path (`winograd = False`)."""
+    vocoder = random_vocoder(residual_layers=11, dilation_cycle_length=11, condition_prior_global=True)
+    model = vocoder.priorgrad
+    assert model.config.dilations == [2 ** i for i in range(11)]
+    audio, spectrogram, global_cond = inputs(model, batch=2, frames=2, seed=4)
+    step = torch.tensor([5.5, 30.0])
+    truth = in_float64(model, audio, spectrogram, step, global_cond)
+    model.winograd_min_dilation = 1
+    got = {}
+    for winograd in (True, False):
+        model.winograd = winograd
+        for project in (True, False):
+            with torch.no_grad():
+                prepared = model._prepare_inference(spectrogram, global_cond, project=project)
+            got[winograd, project] = tiled(model, audio, spectrogram, step, global_cond, conditioning=prepared,
+                                           tile=tile)
+            # Pairs need 2d <= the tile (and the input): d <= min(tile, 512) / 2.
+            expected = [i for i in range(11) if winograd and 2 ** (i + 1) <= min(tile, 512)]
+            assert paired_layers(prepared) == expected
+            torch.testing.assert_close(got[winograd, project], truth, atol=2e-6, rtol=0)
+    for project in (True, False):
+        torch.testing.assert_close(got[True, project], got[False, project], atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("min_dilation", [1, 2, 4])
+@pytest.mark.parametrize("tile", [16, 50, 1024])
+def test_winograd_on_a_padded_batch(tile, min_dilation):
+    """A padded batch (rows of 3, 1 and 2 frames) with paired layers: equal to the layer-by-layer forward,
+    and inside each clip to the clip run alone."""
+    vocoder = random_vocoder(residual_layers=6, dilation_cycle_length=3, condition_prior=True)
+    model = vocoder.priorgrad
+    model.winograd_min_dilation = min_dilation
+    audio, spectrogram, _ = inputs(model, batch=3, frames=3, seed=5)
+    frame_lengths = torch.tensor([3, 1, 2])
+    step = torch.tensor([12.0])
+    expected = layer_by_layer(model, audio, spectrogram, step, frame_lengths=frame_lengths)
+    with torch.no_grad():
+        prepared = model._prepare_inference(spectrogram, frame_lengths=frame_lengths)
+    got = tiled(model, audio, spectrogram, step, frame_lengths=frame_lengths, conditioning=prepared, tile=tile)
+    assert paired_layers(prepared) == [i for i, d in enumerate(model.config.dilations) if d >= min_dilation]
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    for row, frames in enumerate(frame_lengths.tolist()):
+        alone = tiled(model, audio[row:row + 1, :frames * HOP], spectrogram[row:row + 1, :, :frames], step,
+                      tile=tile)
+        torch.testing.assert_close(got[row:row + 1, :, :frames * HOP], alone, atol=1e-6, rtol=0)
+
+
+def test_generate_with_and_without_winograd():
+    vocoder = random_vocoder(residual_layers=6, dilation_cycle_length=3)
+    model = vocoder.priorgrad
+    model.winograd_min_dilation = 2
+    mels = [torch.randn(80, frames, generator=torch.Generator().manual_seed(frames)) - 4.0 for frames in (5, 2)]
+    noise = torch.randn(6, 2, 5 * HOP, generator=torch.Generator().manual_seed(6))
+    paired = vocoder.generate(mels, noise=noise).waveform
+    model.winograd = False
+    # Six steps of two differently rounded float32 paths: they part by up to ~1.0e-6 here.
+    torch.testing.assert_close(paired, vocoder.generate(mels, noise=noise).waveform, atol=2e-6, rtol=0)

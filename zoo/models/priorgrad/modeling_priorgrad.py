@@ -38,7 +38,11 @@ __all__ = [
 STEP_EMBEDDING_DIM = 128
 STEP_HIDDEN_DIM = 512
 INFERENCE_TILE = 1024
-MAX_CACHED_TILES = 16384  # (tiles x layers) whose views `_denoise` keeps across steps (3 views per tile)
+# Inference: layers of this dilation and more run their dilated convolution as Winograd F(2, 3) (4 products
+# of [2C, C] per 2 outputs instead of 3 per output); below it the strided passes that form and combine
+# the pairs cost more than the multiply-adds they save (measured at 64 channels, 1 thread).
+WINOGRAD_MIN_DILATION = 16
+MAX_CACHED_TILES = 16384  # (tiles x layers) whose views `_denoise` keeps across steps (3 to 8 views per tile)
 
 
 def step_embedding_table(num_steps: int) -> torch.Tensor:
@@ -209,6 +213,70 @@ def _tile_views(layer_input, pad, dilation, tile, buffers, rows, index, tiled_te
             yield (window, *buffers[width], rows[row, :, start:stop], term)
 
 
+def _paired_buffers(pair_buffers, columns, z, channels, width, dilation):
+    """The Winograd buffers' views for a tile of `width` samples at `dilation`: `blocks` 2d-blocks whose
+    output pairs (t, t + d) are (y0, y1), and the `width - 2 d blocks` remaining samples that the plain
+    product covers. Returns (blocks, transformed-input destinations (D0, D3, D1, D2) [C, blocks, d],
+    their batches ([D0, D3], [D1, D2]) [2, C, pairs], the products' batches ([M0, M3], [M1, M2])
+    [2, 2C, pairs], [M0, M3] as [2, 2C, blocks, d], (y0, y1, M0, M3, M1, M2) [2C, blocks, d], the rest's
+    im2col views or None)."""
+    inputs, products = pair_buffers
+    blocks = width // (2 * dilation)
+    pairs = blocks * dilation
+    paired = None
+    if blocks:
+        transformed = inputs[: 4 * channels * pairs].view(4, channels, pairs)
+        product = products[: 8 * channels * pairs].view(4, 2 * channels, pairs)
+        split = product.view(4, 2 * channels, blocks, dilation)
+        outputs = z[:, : 2 * pairs].view(2 * channels, blocks, 2, dilation)
+        paired = (tuple(transformed.view(4, channels, blocks, dilation).unbind(0)), transformed[:2], transformed[2:],
+                  product[:2], product[2:], split[:2], (outputs[:, :, 0], outputs[:, :, 1], *split.unbind(0)))
+    rest = width - 2 * pairs
+    if rest:
+        rest = (columns[:, :rest].view(3, channels, rest), columns[:, :rest], z[:, 2 * pairs: width])
+    return blocks, paired, rest or None
+
+
+def _paired_tile_views(layer_input, pad, dilation, tile, buffers, pair_buffers, rows, index, tiled_terms, cond):
+    """`_tile_views` for a layer whose convolution runs as Winograd F(2, 3) (see `PriorGradModel._denoise`):
+    per tile (the buffers' views for its width, the four taps a, b, c, e [C, blocks, d] of its pairs, the
+    conditioning term's pair view [2, 2C, blocks, d] (of the term, or of `z` where the term is projected
+    into it), the rest's shifted views and term, the state rows it updates, its conditioning term)."""
+    batch, channels, padded = layer_input.shape
+    length = padded - 2 * pad
+    shared = {}
+    for row in range(batch):
+        source = layer_input[row]
+        for start in range(0, length, tile):
+            stop = min(start + tile, length)
+            width = stop - start
+            if width not in shared:
+                shared[width] = _paired_buffers(pair_buffers, buffers[width][1], buffers[width][2], channels, width,
+                                                dilation)
+            blocks, paired, rest = shared[width]
+            z, gate, filt, gated = buffers[width][2:]
+            if tiled_terms is not None:
+                term = tiled_terms[row, start // tile, 2 * channels * index: 2 * channels * (index + 1), :width]
+            else:
+                bias, weight, conditioner, global_weight, global_conditioner = cond
+                term = partial(_project_tile, z, bias, weight, conditioner[row, :, start:stop], global_weight,
+                               None if global_conditioner is None else global_conditioner[row, :, start:stop])
+            source_term = term if isinstance(term, torch.Tensor) else z
+            taps = term_pairs = rest_views = None
+            offset = source.storage_offset() + pad + start
+            if blocks:
+                taps = tuple(source.as_strided((channels, blocks, dilation), (source.stride(0), 2 * dilation, 1),
+                                               offset + shift * dilation) for shift in (-1, 0, 1, 2))
+                term_pairs = source_term[:, : 2 * blocks * dilation].view(
+                    2 * channels, blocks, 2, dilation).permute(2, 0, 1, 3)
+            if rest is not None:
+                done = 2 * blocks * dilation
+                window = source.as_strided((3, channels, width - done), (dilation, source.stride(0), 1),
+                                           offset + done - dilation)
+                rest_views = (window, *rest, term[:, done:] if isinstance(term, torch.Tensor) else None)
+            yield (paired, taps, term_pairs, rest_views, z, gate, filt, gated, rows[row, :, start:stop], term)
+
+
 def _project_tile(out, bias, weight, conditioner, global_weight, global_conditioner) -> None:
     """One tile's conditioning term from the upsampled mel (and global condition), written into `out`."""
     torch.addmm(bias, weight, conditioner, out=out)
@@ -349,6 +417,10 @@ class PriorGradModel(PriorGradPreTrainedModel):
         # Inference (`_denoise`): time tile in samples; a tile's working set (~2.5 kB per sample at 64
         # channels) stays in the CPU caches.
         self.inference_tile = INFERENCE_TILE
+        # Inference: layers of dilation >= `winograd_min_dilation` run their convolution as Winograd F(2, 3)
+        # (`_denoise`); `winograd = False` keeps every layer on the plain product.
+        self.winograd = True
+        self.winograd_min_dilation = WINOGRAD_MIN_DILATION
         self.post_init()
 
     def _check_inputs(self, audio, spectrogram, diffusion_step, global_cond):
@@ -512,6 +584,13 @@ class PriorGradModel(PriorGradPreTrainedModel):
           adds in place; the layer's input is v_i + 2^(i/2) (c_i + step term) and its convolution weights
           are divided by 2^(i/2);
         - the skip sum accumulates in the same matrix product (its biases are added once at the end).
+        Layers of dilation d >= `winograd_min_dilation` (with 2d <= the tile; `winograd = True`) run their
+        convolution as Winograd F(2, 3) (`_paired_layer`): in each 2d-block of the tile the outputs t and
+        t + d share the inputs a, b, c, e = x[t - d], x[t], x[t + d], x[t + 2d]; with
+        D = (a - c, b + c, c - b, b - e) and U = (W0, (W0 + W1 + W2) / 2, (W0 - W1 + W2) / 2, -W2),
+        M_k = U_k D_k (two batched products of two [2C, C] matrices each, the conditioning term as the initial
+        value of M0 and M3), y[t] = M0 + M1 + M2 and y[t + d] = M3 + M1 - M2: 2 products per output instead
+        of 3. Samples past the tile's last whole 2d-block take the plain product.
         The weights so folded, the buffers and the tiles' views are built once per `generate` (kept in
         the conditioning's workspace), so that a step runs little Python per tile.
         """
@@ -520,7 +599,7 @@ class PriorGradModel(PriorGradPreTrainedModel):
         batch, length = audio.shape
         tile = max(1, min(int(self.inference_tile), length))
         workspace = conditioning.workspace if isinstance(conditioning, _InferenceConditioning) else {}
-        key = (batch, length, tile, audio.dtype, audio.device)
+        key = (batch, length, tile, audio.dtype, audio.device, bool(self.winograd), int(self.winograd_min_dilation))
         if workspace.get("key") != key:
             workspace.clear()
             workspace.update(self._denoise_program(audio, conditioning, tile), key=key)
@@ -531,10 +610,13 @@ class PriorGradModel(PriorGradPreTrainedModel):
         offsets = torch.addcmul(workspace["offsets"], workspace["scales"], step_terms).unsqueeze(-1)
         state[:, :channels] = F.relu(_pointwise(self.input_projection, audio.unsqueeze(1)))
         state[:, channels:] = 0
-        for index, (conv_weight, out_weight, conv_halves, tiles) in enumerate(workspace["layers"]):
+        for index, (conv_weight, out_weight, conv_halves, tiles, kernels) in enumerate(workspace["layers"]):
             torch.add(state[:, :channels], offsets[:, index], out=inner)
             if mask is not None:
                 inner.mul_(mask)
+            if kernels is not None:
+                self._paired_layer(conv_weight, out_weight, kernels, tiles() if callable(tiles) else tiles)
+                continue
             for window, columns, cols, z, gate, filt, gated, rows, term in (tiles() if callable(tiles) else tiles):
                 columns.copy_(window)
                 if conv_halves is not None:  # prepare_conditioning's terms: the filter half doubled here
@@ -551,6 +633,36 @@ class PriorGradModel(PriorGradPreTrainedModel):
         skip += workspace["skip_bias"]
         skip /= math.sqrt(len(layers))
         return _pointwise(self.output_projection, F.relu_(_pointwise(self.skip_projection, skip)))
+
+    @staticmethod
+    def _paired_layer(conv_weight, out_weight, kernels, tiles) -> None:
+        """One layer of `_denoise` whose dilated convolution runs as Winograd F(2, 3) on each tile."""
+        outer_kernels, inner_kernels = kernels
+        for paired, taps, term_pairs, rest, z, gate, filt, gated, rows, term in tiles:
+            if not isinstance(term, torch.Tensor):
+                term()  # the term projected into `z` (its pair view reads it there)
+            if paired is not None:
+                (d0, d3, d1, d2), outer_inputs, inner_inputs, outer, inner, outer_split, combine = paired
+                a, b, c, e = taps
+                torch.sub(a, c, out=d0)
+                torch.sub(b, e, out=d3)
+                torch.add(b, c, out=d1)
+                torch.sub(c, b, out=d2)
+                outer_split.copy_(term_pairs)
+                outer.baddbmm_(outer_kernels, outer_inputs)  # [term + U0 D0, term + U3 D3]
+                torch.bmm(inner_kernels, inner_inputs, out=inner)  # [U1 D1, U2 D2]
+                y0, y1, m0, m3, m1, m2 = combine
+                torch.add(m0, m1, out=y0).add_(m2)
+                torch.add(m3, m1, out=y1).sub_(m2)
+            if rest is not None:  # samples past the tile's last whole 2d-block: the plain product
+                window, columns, cols, z_rest, term_rest = rest
+                columns.copy_(window)
+                if term_rest is None:
+                    z_rest.addmm_(conv_weight, cols)
+                else:
+                    torch.addmm(term_rest, conv_weight, cols, out=z_rest)
+            z.sigmoid_()
+            rows.addmm_(out_weight, torch.addcmul(gate, gate, filt, value=-2.0, out=gated))
 
     def _denoise_program(self, audio, conditioning, tile: int) -> dict:
         """`_denoise`'s step-independent part: folded weights, buffers and, per layer, the views of every
@@ -581,6 +693,11 @@ class PriorGradModel(PriorGradPreTrainedModel):
         buffers = {width: (columns[:, :width].view(3, channels, width), columns[:, :width], gates[:, :width],
                            gates[:channels, :width], gates[channels:, :width], gated[:, :width])
                    for width in {tile, length % tile or tile}}
+        # Winograd F(2, 3) buffers: the transformed inputs [4, C, pairs] and products [4, 2C, pairs].
+        pair_buffers = None
+        if self.winograd and any(self.winograd_min_dilation <= layer.dilated_conv.dilation[0] <= tile // 2
+                                 for layer in layers):
+            pair_buffers = (audio.new_empty(2 * channels * tile), audio.new_empty(4 * channels * tile))
         offset = audio.new_zeros(channels)
         offsets, program = [], []
         for index, layer in enumerate(layers):
@@ -607,12 +724,23 @@ class PriorGradModel(PriorGradPreTrainedModel):
                 cond = (cond_bias, cond_weight, conditioner, global_weight, global_conditioner)
             else:
                 cond = None
-            tiles = partial(_tile_views, layer_input, pad, dilation, tile, buffers, rows, index, tiled_terms, terms,
-                            cond)
+            kernels = None
+            if (pair_buffers is not None and terms is None and self.winograd_min_dilation <= dilation
+                    and 2 * dilation <= tile):
+                # Winograd F(2, 3): for the taps W0, W1, W2 (on x[t - d], x[t], x[t + d]),
+                # U0 = W0, U1 = (W0 + W1 + W2) / 2, U2 = (W0 - W1 + W2) / 2, U3 = -W2 (rounded once from float64).
+                w0, w1, w2 = conv_weight.double().chunk(3, dim=1)
+                kernels = (torch.stack([w0, -w2]).to(conv_weight.dtype),
+                           torch.stack([(w0 + w1 + w2) / 2, (w0 - w1 + w2) / 2]).to(conv_weight.dtype))
+                tiles = partial(_paired_tile_views, layer_input, pad, dilation, tile, buffers, pair_buffers, rows, index,
+                                tiled_terms, cond)
+            else:
+                tiles = partial(_tile_views, layer_input, pad, dilation, tile, buffers, rows, index, tiled_terms,
+                                terms, cond)
             if batch * -(-length // tile) * len(layers) <= MAX_CACHED_TILES:
                 tiles = list(tiles())
             halves = None if doubled else (conv_weight[:channels], conv_weight[channels:])
-            program.append((conv_weight, out_weight, halves, tiles))
+            program.append((conv_weight, out_weight, halves, tiles, kernels))
         return {
             "state": state, "inner": layer_input[..., pad: pad + length], "layers": program,
             "scales": scales.view(-1, 1), "offsets": torch.stack(offsets),
