@@ -126,3 +126,30 @@ def test_bad_config():
         tiny_config(d_head=3)
     with pytest.raises(ValueError, match="tie_projs needs one entry per softmax cluster"):
         tiny_config(tie_projs=[False])
+
+
+def test_non_finite_mems_are_refused_naming_the_samples(model):
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    mems = model(input_ids=ids).mems
+    states = mems[0].clone()
+    states[1, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"mems: the states hold NaN or infinite values for sample\(s\) \[1\]"):
+        model(input_ids=ids, mems=(states, mems[1]))
+    injections = mems[1].clone()
+    injections[0, -1, 3] = float("inf")
+    with pytest.raises(ValueError, match=r"mems: the injections hold NaN or infinite values for sample\(s\) \[0\]"):
+        model(input_ids=ids, mems=(mems[0], injections))
+    model(input_ids=ids, mems=mems)  # the untouched memory still works
+
+
+@pytest.mark.parametrize("unrolled", [None, 2])
+def test_non_finite_weights_give_a_named_error_not_nan_output(unrolled):
+    torch.manual_seed(0)
+    broken = DeqTransformerForCausalLM(tiny_config()).eval()
+    with torch.no_grad():
+        broken.transformer.inject_conv.weight[0, 0, 0] = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeqConvergenceWarning)
+        with pytest.raises(ValueError, match=r"input_ids: the equilibrium solve produced NaN or infinite states for "
+                                             r"sample\(s\) \[0, 1\]; non-finite weights: inject_conv.weight"):
+            broken(input_ids=torch.tensor([[1, 2, 3], [4, 5, 6]]), unrolled_steps=unrolled)

@@ -406,6 +406,11 @@ class DeqTransformerModel(DeqTransformerPreTrainedModel):
             if z0.shape[0] != bsz or z0.shape[2] != d or u0.shape[:2] != z0.shape[:2] or u0.shape[2] != 3 * d:
                 raise ValueError(f"mems must be (states (batch, mem, {d}), injections (batch, mem, {3 * d})) for batch "
                                  f"{bsz}; got {tuple(z0.shape)} and {tuple(u0.shape)}")
+            for name, value in (("states", z0), ("injections", u0)):
+                if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                    rows = (~torch.isfinite(value)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+                    raise ValueError(f"mems: the {name} hold NaN or infinite values for sample(s) {rows[:10]}; "
+                                     "the equilibrium solve needs finite memory (pass the previous segment's mems)")
 
     def _set_dropout(self, bsz: int, qlen: int, klen: int, like: torch.Tensor) -> None:
         c, active = self.config, self.training
@@ -483,11 +488,25 @@ class DeqTransformerModel(DeqTransformerPreTrainedModel):
             out = DeqTransformerModelOutput(
                 abs_residual=stats.abs_residual, rel_residual=stats.rel_residual,
                 solver_steps=torch.full((z.shape[0],), stats.nstep, device=z.device), converged=stats.residual < stats.tol)
+        self._check_finite_solve(z)
         z = z.reshape(bsz, c.d_model, qlen)
         out.last_hidden_state = z.transpose(1, 2)
         out.jac_loss = jac
         out.mems = self._new_mems(z, context)
         return out
+
+    def _check_finite_solve(self, z: torch.Tensor) -> None:
+        """A NaN or infinite equilibrium would give NaN log-probabilities silently: refuse it, naming the
+        samples and any non-finite weight (a corrupt checkpoint is the usual cause)."""
+        bad = ~torch.isfinite(z.detach()).all(dim=1)
+        if not bool(bad.any()):
+            return
+        samples = bad.nonzero().flatten().tolist()
+        weights = [name for name, value in self.named_parameters() if not bool(torch.isfinite(value.detach()).all())]
+        cause = (f"non-finite weights: {', '.join(weights[:5])}" if weights else
+                 "the weights are finite: the solve diverged (check the mems and the solver settings)")
+        raise ValueError(f"input_ids: the equilibrium solve produced NaN or infinite states for sample(s) "
+                         f"{samples[:10]}; {cause}")
 
     def _new_mems(self, z: torch.Tensor, context: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.config.mem_len <= 0:
