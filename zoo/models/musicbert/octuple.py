@@ -22,7 +22,7 @@ import math
 import os
 import struct
 import warnings
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,10 @@ TRUNC_POS = 2 ** 16  # notes starting at or after this grid position are dropped
 SAMPLE_LEN_MAX = 1000  # notes per model input
 SAMPLE_OVERLAP_RATE = 4  # windows of a long piece overlap by 3/4
 MAX_TICK = 2 ** 31  # the original's sanity bound on note times and time-signature values
+# Bounds on what a MIDI file may make the readers allocate or loop over (files from outside are hostile).
+MAX_MIDI_EVENTS = 2_000_000  # events in all tracks together (so at most about 1,000,000 notes)
+MAX_MIDI_PAYLOAD = 4 << 20  # bytes of meta-event and sysex data in all tracks together
+MAX_VLQ_BYTES = 4  # the MIDI specification's longest variable-length number
 
 FIELD_NAMES = ("bar", "position", "program", "pitch", "duration", "velocity", "time_signature", "tempo")
 DRUM_PROGRAM = 128
@@ -181,7 +185,7 @@ def _pair_notes(track, pairing: str) -> list[tuple[tuple[int, int, int], list[tu
     oldest open note of that pitch, zero-length notes included.
     """
     instruments: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
-    open_notes: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+    open_notes: dict[tuple[int, int], Any] = defaultdict(list if pairing == "legacy" else deque)
     programs = [0] * 16
     tick = 0
     for event in track:
@@ -199,8 +203,8 @@ def _pair_notes(track, pairing: str) -> list[tuple[tuple[int, int, int], list[tu
             if pairing == "legacy":
                 closing = [n for n in pending if n[0] != tick]
                 keeping = [n for n in pending if n[0] == tick]
-            else:
-                closing, keeping = pending[:1], pending[1:]
+            else:  # the oldest open note; a deque, so that thousands of stacked notes stay linear
+                closing, keeping = [pending.popleft()], pending
             if closing:
                 bucket = instruments.setdefault((programs[event.channel], event.channel), [])
                 bucket.extend((start, tick, event.note, velocity) for start, velocity in closing)
@@ -211,15 +215,111 @@ def _pair_notes(track, pairing: str) -> list[tuple[tuple[int, int, int], list[tu
     return list(instruments.items())
 
 
-def _parse_bytes(data: bytes, source: str, pairing: str) -> ParsedMidi:
+class _Limits:
+    """What one file may still use of the event and payload bounds (shared by its tracks)."""
+
+    def __init__(self, source: str, max_events: int = MAX_MIDI_EVENTS, max_payload: int = MAX_MIDI_PAYLOAD):
+        self.source, self.events, self.payload = source, max_events, max_payload
+        self.max_events, self.max_payload = max_events, max_payload
+
+    def too_many_events(self) -> OctupleError:
+        return OctupleError(f"{self.source}: more than {self.max_events} MIDI events (max_events); refused before "
+                            "reading further")
+
+    def too_much_payload(self) -> OctupleError:
+        return OctupleError(f"{self.source}: more than {self.max_payload} bytes of meta-event and sysex data "
+                            "(max_payload); refused before reading further")
+
+    def long_number(self, pos: int) -> OctupleError:
+        return OctupleError(f"{self.source}: a variable-length number at byte {pos} is longer than {MAX_VLQ_BYTES} "
+                            "bytes (the MIDI limit)")
+
+
+def _read_vlq(data: bytes, pos: int, limits: _Limits) -> tuple[int, int]:
+    """A variable-length number at `pos`: (value, next position); IndexError past the end of the data."""
+    value = 0
+    for count in range(MAX_VLQ_BYTES):
+        byte = data[pos + count]
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, pos + count + 1
+    raise limits.long_number(pos)
+
+
+def _check_bounds(data: bytes, limits: _Limits) -> None:
+    """Walk the chunks and events as mido will, refusing what would make it allocate or loop without bound.
+
+    Numbers longer than 4 bytes, more events than `max_events` and more meta/sysex data than `max_payload`
+    are refused. Anything else mido cannot read (truncation, an undefined status) ends the walk there and is
+    left to mido, whose errors are the reference.
+    """
+    from mido.messages.specs import SPEC_BY_STATUS
+
+    if len(data) < 14 or data[:4] != b"MThd":
+        return
+    pos = 8 + int.from_bytes(data[4:8], "big")
+    num_tracks = int.from_bytes(data[10:12], "big", signed=True)
+    try:
+        for _ in range(num_tracks):
+            if data[pos:pos + 4] != b"MTrk":
+                return
+            start, size = pos + 8, int.from_bytes(data[pos + 4:pos + 8], "big")
+            pos = start
+            last_status = -1
+            while pos - start != size:  # mido stops only at exactly the chunk's end
+                limits.events -= 1
+                if limits.events < 0:
+                    raise limits.too_many_events()
+                _, pos = _read_vlq(data, pos, limits)
+                status = data[pos]
+                pos += 1
+                if status < 0x80:
+                    if last_status < 0:
+                        return
+                    status = last_status
+                    pos -= status not in (0xF0, 0xF7)  # mido reads a sysex's length after the peeked byte
+                elif status != 0xFF:
+                    last_status = status
+                if status == 0xFF or status in (0xF0, 0xF7):
+                    pos += status == 0xFF  # the meta type
+                    length, pos = _read_vlq(data, pos, limits)
+                    if length > 1_000_000:  # mido refuses it before reading
+                        return
+                    limits.payload -= length
+                    if limits.payload < 0:
+                        raise limits.too_much_payload()
+                    pos += length
+                elif status in SPEC_BY_STATUS:
+                    pos += SPEC_BY_STATUS[status]["length"] - 1
+                else:
+                    return
+                if pos > len(data):
+                    return
+    except IndexError:  # truncated: mido says so
+        return
+
+
+def _parse_bytes(data: bytes, source: str, pairing: str, limits: _Limits | None = None) -> ParsedMidi:
     import mido
 
     if pairing not in NOTE_PAIRINGS:
         raise ValueError(f"note_pairing must be one of {NOTE_PAIRINGS}, got {pairing!r}")
+    _check_bounds(data, limits or _Limits(source))
     try:
         midi = mido.MidiFile(file=io.BytesIO(data), clip=False, charset="latin1")
     except Exception as err:  # mido raises OSError, EOFError, KeyError, ValueError... on bad files
         raise OctupleError(f"{source}: not a readable MIDI file ({type(err).__name__}: {err})") from err
+    try:
+        return _parsed_from_mido(midi, source, pairing)
+    except (OctupleError, MemoryError):
+        raise
+    except Exception as err:  # a value mido accepts but cannot convert; never a bare backend error
+        raise OctupleError(f"{source}: not a readable MIDI file ({type(err).__name__}: {err})") from err
+
+
+def _parsed_from_mido(midi: Any, source: str, pairing: str) -> ParsedMidi:
+    import mido
+
     tempos: list[tuple[float, int]] = [(120.0, 0)]
     time_signatures: list[tuple[int, int, int]] = []
     instruments: list[dict[str, Any]] = []
@@ -230,6 +330,9 @@ def _parse_bytes(data: bytes, source: str, pairing: str) -> ParsedMidi:
         for event in track:
             tick += event.time
             if event.type == "set_tempo":
+                if event.tempo == 0:
+                    raise OctupleError(f"{source}: track {track_index} sets a tempo of 0 microseconds per beat "
+                                       f"at tick {tick}")
                 bpm = mido.tempo2bpm(event.tempo)
                 if tick == 0:
                     tempos = [(bpm, 0)]
@@ -259,7 +362,7 @@ _KEY_SIGNATURE_OK = {(key, mode) for key in range(-7, 8) for mode in (0, 1)}
 
 
 def _scan_track(data: bytes, pos: int, end: int, pairing: str, tempos: list, time_signatures: list,
-                track_index: int, instruments: list, blocks: list) -> None:
+                track_index: int, instruments: list, blocks: list, limits: _Limits) -> None:
     """Read one MTrk body `data[pos:end]`: tempo / time-signature changes, the first track name, paired notes.
 
     Pairing follows `_pair_notes` (legacy: a note-off closes every open note of its key that started at an
@@ -274,16 +377,24 @@ def _scan_track(data: bytes, pos: int, end: int, pairing: str, tempos: list, tim
     open_notes: dict[int, list] = {}
     by_instrument: dict[tuple[int, int], list] = {}
     channel_notes: list = [None] * 16  # the note list of (programs[channel], channel), while it is current
+    events = limits.events
     while pos < end:
+        events -= 1
+        if events < 0:
+            raise limits.too_many_events()
         byte = data[pos]
         pos += 1
         if byte < 0x80:
             tick += byte
         else:
             delta = byte & 0x7F
+            count = 1
             while byte & 0x80:
+                if count == MAX_VLQ_BYTES:
+                    raise limits.long_number(pos - count)
                 byte = data[pos]
                 pos += 1
+                count += 1
                 delta = (delta << 7) | (byte & 0x7F)
             tick += delta
         status = data[pos]
@@ -297,15 +408,12 @@ def _scan_track(data: bytes, pos: int, end: int, pairing: str, tempos: list, tim
         elif status == 0xFF:
             meta_type = data[pos + 1]
             pos += 2
-            byte = data[pos]
-            pos += 1
-            length = byte & 0x7F
-            while byte & 0x80:
-                byte = data[pos]
-                pos += 1
-                length = (length << 7) | (byte & 0x7F)
+            length, pos = _read_vlq(data, pos, limits)
             if length > 1_000_000 or pos + length > end:
                 raise _NeedsGeneralReader
+            limits.payload -= length
+            if limits.payload < 0:
+                raise limits.too_much_payload()
             body = data[pos:pos + length]
             pos += length
             if meta_type == 0x51:
@@ -353,7 +461,7 @@ def _scan_track(data: bytes, pos: int, end: int, pairing: str, tempos: list, tim
         if status >= 0x90 and second:
             pending = open_notes.get(key)
             if pending is None:
-                open_notes[key] = [(tick, second)]
+                open_notes[key] = [(tick, second)] if legacy else deque([(tick, second)])
             else:
                 pending.append((tick, second))
             continue
@@ -369,8 +477,8 @@ def _scan_track(data: bytes, pos: int, end: int, pairing: str, tempos: list, tim
             if legacy:
                 closing = [n for n in pending if n[0] != tick]
                 keeping = [n for n in pending if n[0] == tick]
-            else:
-                closing, keeping = pending[:1], pending[1:]
+            else:  # the oldest open note; a deque, so that thousands of stacked notes stay linear
+                closing, keeping = [pending.popleft()], pending
             if closing and keeping:
                 open_notes[key] = keeping
             else:
@@ -389,6 +497,7 @@ def _scan_track(data: bytes, pos: int, end: int, pairing: str, tempos: list, tim
             notes.append((start, tick, first, velocity))
     if pos != end:
         raise _NeedsGeneralReader
+    limits.events = events
     for (program, channel), notes in by_instrument.items():
         is_drum = channel == 9
         instruments.append({"program": program, "is_drum": is_drum, "name": name, "notes": notes,
@@ -400,8 +509,9 @@ def _scan_track(data: bytes, pos: int, end: int, pairing: str, tempos: list, tim
         blocks.append(block)
 
 
-def _scan_bytes(data: bytes, source: str, pairing: str) -> ParsedMidi:
+def _scan_bytes(data: bytes, source: str, pairing: str, limits: _Limits | None = None) -> ParsedMidi:
     """The fast reader: the same ParsedMidi as `_parse_bytes` (mido), or _NeedsGeneralReader."""
+    limits = limits or _Limits(source)
     size = len(data)
     if size < 14 or data[:4] != b"MThd":
         raise _NeedsGeneralReader
@@ -421,7 +531,8 @@ def _scan_bytes(data: bytes, source: str, pairing: str) -> ParsedMidi:
         if end > size:
             raise _NeedsGeneralReader
         try:
-            _scan_track(data, pos + 8, end, pairing, tempos, time_signatures, track_index, instruments, blocks)
+            _scan_track(data, pos + 8, end, pairing, tempos, time_signatures, track_index, instruments, blocks,
+                        limits)
         except IndexError:  # an event runs past the end of the file
             raise _NeedsGeneralReader from None
         pos = end
@@ -451,13 +562,15 @@ def parsed_from_miditoolkit(midi_obj: Any, source: str | None = None) -> ParsedM
 
 def read_midi(
     source: str | os.PathLike | bytes | Any, note_pairing: str = "legacy", max_file_bytes: int | None = 64 << 20,
-    reader: str = "fast",
+    reader: str = "fast", max_events: int = MAX_MIDI_EVENTS, max_payload: int = MAX_MIDI_PAYLOAD,
 ) -> ParsedMidi:
     """Read a MIDI file (path, bytes or binary file object) or wrap a `miditoolkit.MidiFile`.
 
     `note_pairing="legacy"` (default) pairs note-ons and note-offs as miditoolkit 0.1.14 did when the
     released checkpoints were trained; `"fifo"` as miditoolkit >= 1.0 does. A `miditoolkit.MidiFile`
-    passed in keeps the pairing of whatever parsed it. Files larger than `max_file_bytes` are refused.
+    passed in keeps the pairing of whatever parsed it. Files larger than `max_file_bytes` are refused, and so
+    are files with more than `max_events` events or `max_payload` bytes of meta/sysex data (all tracks) and
+    variable-length numbers longer than 4 bytes, before the reader allocates for them (OctupleError).
 
     `reader="fast"` (default) reads the bytes in one pass of its own and hands any file it does not
     read exactly like mido (sysex, truncated or malformed events, odd meta events) to the reference
@@ -482,18 +595,21 @@ def read_midi(
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif hasattr(source, "read"):
-        data = source.read()
         name = getattr(source, "name", name)
+        data = source.read() if max_file_bytes is None else source.read(max_file_bytes + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise OctupleError(f"{name}: read() returned {type(data).__name__}, not bytes (open the file in 'rb' mode)")
     else:
         raise TypeError(f"cannot read MIDI from {type(source).__name__}; pass a path, bytes or a miditoolkit.MidiFile")
     if max_file_bytes is not None and len(data) > max_file_bytes:
-        raise OctupleError(f"{name}: file is {len(data)} bytes, above max_file_bytes={max_file_bytes}")
+        size = f"{len(data)} bytes" if isinstance(source, (bytes, bytearray, memoryview)) else "longer"
+        raise OctupleError(f"{name}: file is {size}, above max_file_bytes={max_file_bytes}")
     if reader == "fast" and note_pairing in NOTE_PAIRINGS:
         try:
-            return _scan_bytes(data, str(name), note_pairing)
+            return _scan_bytes(data, str(name), note_pairing, _Limits(str(name), max_events, max_payload))
         except _NeedsGeneralReader:
             pass
-    return _parse_bytes(data, str(name), note_pairing)
+    return _parse_bytes(data, str(name), note_pairing, _Limits(str(name), max_events, max_payload))
 
 
 def check_parsed(parsed: ParsedMidi) -> None:
