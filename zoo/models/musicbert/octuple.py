@@ -162,6 +162,7 @@ class ParsedMidi:
     tempos: list[tuple[float, int]] = field(default_factory=list)
     source: str = "<midi>"
     instruments: list[dict[str, Any]] = field(default_factory=list)  # program, is_drum, name, note rows
+    unclosed_notes: int = 0  # note-ons that no note-off closed before their track ended (dropped)
 
     @property
     def num_notes(self) -> int:
@@ -176,13 +177,15 @@ def _source_name(source: Any) -> str:
     return f"<{type(source).__name__}>"
 
 
-def _pair_notes(track, pairing: str) -> list[tuple[tuple[int, int, int], list[tuple[int, int, int, int]]]]:
+def _pair_notes(track, pairing: str, unclosed: list[int] | None = None,
+                ) -> list[tuple[tuple[int, int, int], list[tuple[int, int, int, int]]]]:
     """Notes of one mido track (cumulative times), grouped by (program, channel) instrument.
 
     `legacy` is miditoolkit 0.1.14's rule (also pretty_midi's): a note-off closes every open note of
     that pitch that started at an earlier tick, and a note-off at a note-on's own tick leaves it open
     (so a zero-length note disappears). `fifo` is miditoolkit >= 1.0's rule: a note-off closes the
-    oldest open note of that pitch, zero-length notes included.
+    oldest open note of that pitch, zero-length notes included. Notes still open at the end of the track
+    are dropped (both rules); their number is appended to `unclosed`.
     """
     instruments: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
     open_notes: dict[tuple[int, int], Any] = defaultdict(list if pairing == "legacy" else deque)
@@ -212,6 +215,8 @@ def _pair_notes(track, pairing: str) -> list[tuple[tuple[int, int, int], list[tu
                 open_notes[key] = keeping
             else:
                 del open_notes[key]
+    if unclosed is not None:
+        unclosed.append(sum(len(pending) for pending in open_notes.values()))
     return list(instruments.items())
 
 
@@ -246,6 +251,15 @@ def _read_vlq(data: bytes, pos: int, limits: _Limits) -> tuple[int, int]:
     raise limits.long_number(pos)
 
 
+def _num_tracks(data: bytes, source: str) -> int:
+    """The header's track count; one above 32767 (read as negative by mido, so no track at all) is refused."""
+    count = int.from_bytes(data[10:12], "big")
+    if count > 0x7FFF:
+        raise OctupleError(f"{source}: the header claims {count} tracks, more than the 32767 MIDI readers accept "
+                           "(mido would read none)")
+    return count
+
+
 def _check_bounds(data: bytes, limits: _Limits) -> None:
     """Walk the chunks and events as mido will, refusing what would make it allocate or loop without bound.
 
@@ -258,7 +272,7 @@ def _check_bounds(data: bytes, limits: _Limits) -> None:
     if len(data) < 14 or data[:4] != b"MThd":
         return
     pos = 8 + int.from_bytes(data[4:8], "big")
-    num_tracks = int.from_bytes(data[10:12], "big", signed=True)
+    num_tracks = _num_tracks(data, limits.source)
     try:
         for _ in range(num_tracks):
             if data[pos:pos + 4] != b"MTrk":
@@ -324,6 +338,7 @@ def _parsed_from_mido(midi: Any, source: str, pairing: str) -> ParsedMidi:
     time_signatures: list[tuple[int, int, int]] = []
     instruments: list[dict[str, Any]] = []
     rows: list[tuple[int, int, int, int, int, int]] = []
+    unclosed: list[int] = []
     for track_index, track in enumerate(midi.tracks):
         tick = 0
         name = ""
@@ -342,14 +357,14 @@ def _parsed_from_mido(midi: Any, source: str, pairing: str) -> ParsedMidi:
                 time_signatures.append((event.numerator, event.denominator, tick))
             elif event.type == "track_name" and not name:
                 name = event.name
-        for (program, channel), notes in _pair_notes(track, pairing):
+        for (program, channel), notes in _pair_notes(track, pairing, unclosed):
             is_drum = int(channel == 9)
             instruments.append({"program": program, "is_drum": bool(is_drum), "name": name, "notes": notes,
                                 "track": track_index})
             rows.extend((s, e, p, v, program, is_drum) for s, e, p, v in notes)
     time_signatures.sort(key=lambda ts: ts[2])
     notes_array = np.asarray(rows, dtype=np.int64).reshape(-1, 6)
-    return ParsedMidi(midi.ticks_per_beat, notes_array, time_signatures, tempos, source, instruments)
+    return ParsedMidi(midi.ticks_per_beat, notes_array, time_signatures, tempos, source, instruments, sum(unclosed))
 
 
 # -- the fast reader: one pass over the bytes -----------------------------------------------------------------
@@ -362,12 +377,12 @@ _KEY_SIGNATURE_OK = {(key, mode) for key in range(-7, 8) for mode in (0, 1)}
 
 
 def _scan_track(data: bytes, pos: int, end: int, pairing: str, tempos: list, time_signatures: list,
-                track_index: int, instruments: list, blocks: list, limits: _Limits) -> None:
+                track_index: int, instruments: list, blocks: list, limits: _Limits) -> int:
     """Read one MTrk body `data[pos:end]`: tempo / time-signature changes, the first track name, paired notes.
 
     Pairing follows `_pair_notes` (legacy: a note-off closes every open note of its key that started at an
     earlier tick, and drops those that started at its own tick; fifo: it closes the oldest open note).
-    Raises _NeedsGeneralReader on anything unusual.
+    Raises _NeedsGeneralReader on anything unusual. Returns the number of notes left open at the end.
     """
     legacy = pairing == "legacy"
     tick = 0
@@ -507,6 +522,7 @@ def _scan_track(data: bytes, pos: int, end: int, pairing: str, tempos: list, tim
         block[:, 4] = program
         block[:, 5] = is_drum
         blocks.append(block)
+    return sum(len(pending) for pending in open_notes.values())
 
 
 def _scan_bytes(data: bytes, source: str, pairing: str, limits: _Limits | None = None) -> ParsedMidi:
@@ -519,11 +535,13 @@ def _scan_bytes(data: bytes, source: str, pairing: str, limits: _Limits | None =
     if header_size < 6 or 8 + header_size > size:
         raise _NeedsGeneralReader
     _format, num_tracks, ticks_per_beat = struct.unpack_from(">hhh", data, 8)
+    num_tracks = _num_tracks(data, source)
     pos = 8 + header_size
     tempos: list[tuple[float, int]] = [(120.0, 0)]
     time_signatures: list[tuple[int, int, int]] = []
     instruments: list[dict[str, Any]] = []
     blocks: list[np.ndarray] = []
+    unclosed = 0
     for track_index in range(num_tracks):
         if pos + 8 > size or data[pos:pos + 4] != b"MTrk":
             raise _NeedsGeneralReader
@@ -531,14 +549,14 @@ def _scan_bytes(data: bytes, source: str, pairing: str, limits: _Limits | None =
         if end > size:
             raise _NeedsGeneralReader
         try:
-            _scan_track(data, pos + 8, end, pairing, tempos, time_signatures, track_index, instruments, blocks,
-                        limits)
+            unclosed += _scan_track(data, pos + 8, end, pairing, tempos, time_signatures, track_index, instruments,
+                                    blocks, limits)
         except IndexError:  # an event runs past the end of the file
             raise _NeedsGeneralReader from None
         pos = end
     time_signatures.sort(key=lambda ts: ts[2])
     notes_array = np.concatenate(blocks) if blocks else np.zeros((0, 6), dtype=np.int64)
-    return ParsedMidi(ticks_per_beat, notes_array, time_signatures, tempos, source, instruments)
+    return ParsedMidi(ticks_per_beat, notes_array, time_signatures, tempos, source, instruments, unclosed)
 
 
 def parsed_from_miditoolkit(midi_obj: Any, source: str | None = None) -> ParsedMidi:
@@ -654,6 +672,9 @@ def encode_octuples(parsed: ParsedMidi) -> list[tuple[int, ...]]:
 def encode_octuple_array(parsed: ParsedMidi) -> np.ndarray:
     """`encode_octuples` as an int64 array [N, 8] (rows in the same sorted order)."""
     check_parsed(parsed)
+    if parsed.unclosed_notes:
+        warnings.warn(f"{parsed.source}: {parsed.unclosed_notes} note-ons have no note-off before the end of their "
+                      "track and are dropped, as the original encoder does", stacklevel=2)
     notes = parsed.notes
     empty = np.zeros((0, len(FIELD_NAMES)), dtype=np.int64)
     if notes.shape[0] == 0:
