@@ -119,6 +119,10 @@ CRAFTED = {
     "tempo changes": _file(b"\x00\xff\x51\x03\x07\xa1\x20\x60\xff\x51\x03\x07\xa1\x20\x60\xff\x51\x03\x06\x1a\x80"
                            + NOTES + END),
     "short time signature": _file(b"\x00\xff\x58\x02\x03\x02" + NOTES + END),
+    "time signature 4/2**29 (mido refuses it)": _file(b"\x00\xff\x58\x04\x04\x1d\x18\x08" + NOTES + END),
+    "time signature 4/2**28": _file(b"\x00\xff\x58\x04\x04\x1c\x18\x08" + NOTES + END),
+    "unknown meta type (mido drops its delta)": _file(b"\x00\x90\x3c\x40\x60\xff\x43\x00\x00\x3c\x41"
+                                                      b"\x60\x80\x3c\x00" + END),
     "bad key signature": _file(b"\x00\xff\x59\x02\x09\x00" + NOTES + END),
     "key signature": _file(b"\x00\xff\x59\x02\xfd\x01" + NOTES + END),
     "bad smpte offset": _file(b"\x00\xff\x54\x05\xe0\x00\x00\x00\x00" + NOTES + END),

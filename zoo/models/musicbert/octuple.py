@@ -374,6 +374,11 @@ class _NeedsGeneralReader(Exception):
 
 # Meta events the scanner decodes or skips exactly as mido does; any other case goes to the general reader.
 _KEY_SIGNATURE_OK = {(key, mode) for key in range(-7, 8) for mode in (0, 1)}
+# mido 1.3's meta types; it gives any other meta event time 0, dropping its delta (a quirk the reference keeps).
+_MIDO_META_TYPES = frozenset({0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x09, 0x20, 0x21, 0x2F, 0x51, 0x54,
+                              0x58, 0x59, 0x7F})
+# Denominator exponents whose power of 2 mido refuses, because math.log(2 ** k, 2) is not exactly k.
+_MIDO_BAD_DENOMINATOR_LOG2 = frozenset(k for k in range(256) if math.log(2 ** k, 2) != int(math.log(2 ** k, 2)))
 
 
 def _scan_track(data: bytes, pos: int, end: int, pairing: str, tempos: list, time_signatures: list,
@@ -422,6 +427,8 @@ def _scan_track(data: bytes, pos: int, end: int, pairing: str, tempos: list, tim
             pos += 1
         elif status == 0xFF:
             meta_type = data[pos + 1]
+            if meta_type not in _MIDO_META_TYPES:
+                raise _NeedsGeneralReader
             pos += 2
             length, pos = _read_vlq(data, pos, limits)
             if length > 1_000_000 or pos + length > end:
@@ -443,7 +450,7 @@ def _scan_track(data: bytes, pos: int, end: int, pairing: str, tempos: list, tim
                 elif bpm != tempos[-1][0]:
                     tempos.append((bpm, tick))
             elif meta_type == 0x58:
-                if length < 4:
+                if length < 4 or body[1] in _MIDO_BAD_DENOMINATOR_LOG2:
                     raise _NeedsGeneralReader
                 time_signatures.append((body[0], 2 ** body[1], tick))
             elif meta_type == 0x03:
