@@ -45,7 +45,7 @@ SAMPLE_LEN_MAX = 1000  # notes per model input
 SAMPLE_OVERLAP_RATE = 4  # windows of a long piece overlap by 3/4
 MAX_TICK = 2 ** 31  # the original's sanity bound on note times and time-signature values
 # Bounds on what a MIDI file may make the readers allocate or loop over (files from outside are hostile).
-MAX_MIDI_EVENTS = 2_000_000  # events in all tracks together (so at most about 1,000,000 notes)
+MAX_MIDI_EVENTS = 1_000_000  # events in all tracks together (at most 500,000 notes; mido takes ~0.4 GB for them)
 MAX_MIDI_PAYLOAD = 4 << 20  # bytes of meta-event and sysex data in all tracks together
 MAX_VLQ_BYTES = 4  # the MIDI specification's longest variable-length number
 
