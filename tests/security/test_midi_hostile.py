@@ -305,3 +305,11 @@ def test_notes_never_closed_are_dropped_with_a_warning(reader, pairing, tmp_path
                                          r"track and are dropped, as the original encoder does"):
         ids = OctupleMidiTokenizer(midi_reader=reader, note_pairing=pairing).encode_midi(path)["input_ids"][0]
     assert len(ids) == 8 * (2 + 2)
+
+
+def test_overflow_error_names_bytes_input():
+    """The too-long-piece error names bytes as `<N bytes of MIDI>` (it said only `bytes` before)."""
+    long_piece = _file(b"".join(b"\x00\x90" + bytes([40 + i % 40]) + b"\x40\x78\x80" + bytes([40 + i % 40]) + b"\x00"
+                                for i in range(1001)) + END)
+    with pytest.raises(OctupleError, match=rf"^<{len(long_piece)} bytes of MIDI>: 1001 notes, of which 1000 fit"):
+        OctupleMidiTokenizer().encode_midi(long_piece, overflow="error")

@@ -24,6 +24,7 @@ from .octuple import (
     READERS,
     SAMPLE_LEN_MAX,
     OctupleError,
+    _source_name,
     decode_octuples,
     encode_octuple_array,
     read_midi,
@@ -221,7 +222,8 @@ class OctupleMidiTokenizer(PreTrainedTokenizer):
         selected = selected[selected[:, 0] < BAR_MAX]
         if len(selected) == len(octuples):
             return [selected]
-        name = source if isinstance(source, (str, os.PathLike)) else type(source).__name__
+        name = source if isinstance(source, (str, os.PathLike)) else (
+            getattr(source, "name", None) if hasattr(source, "read") else None) or _source_name(source)
         message = (f"{name}: {len(octuples)} notes, of which {len(selected)} fit one sequence "
                    f"(first {self.max_notes} notes, bars < 256)")
         if overflow == "error":
