@@ -313,3 +313,22 @@ def test_overflow_error_names_bytes_input():
                                 for i in range(1001)) + END)
     with pytest.raises(OctupleError, match=rf"^<{len(long_piece)} bytes of MIDI>: 1001 notes, of which 1000 fit"):
         OctupleMidiTokenizer().encode_midi(long_piece, overflow="error")
+
+
+def test_ids_outside_the_vocabulary_are_refused():
+    # old code: 5000 was an IndexError, and -1 silently read as the last token (<mask>)
+    tokenizer = OctupleMidiTokenizer()
+    for bad, position in ((5000, 3), (-1, 5)):
+        ids = [0] * 8 + [4] * 8 + [2] * 8
+        ids[8 + position] = bad
+        with pytest.raises(OctupleError, match=rf"^ids: 1 id\(s\) outside the vocabulary 0\.\.1236, first {bad} "
+                                               rf"at position {8 + position}$"):
+            tokenizer.decode_midi(ids)
+
+
+def test_decoding_a_huge_bar_number_is_refused_before_allocating():
+    # old code: a list per bar up to bar 10**9 (tens of GB) before anything was checked
+    from zoo.models.musicbert.octuple import decode_octuples
+
+    with pytest.raises(OctupleError, match=r"^invalid octuple \(1000000000, 0, 0, 60, 8, 20, 9, 35\): fields \['bar'\]"):
+        decode_octuples([(0, 0, 0, 60, 8, 20, 9, 35), (10 ** 9, 0, 0, 60, 8, 20, 9, 35)])

@@ -784,8 +784,10 @@ def decode_octuples(octuples: list[tuple[int, ...]] | np.ndarray, ticks_per_beat
     if not octuples:
         raise OctupleError("cannot decode an empty OctupleMIDI sequence (no notes)")
     for octuple in octuples:
-        # Bars may exceed the 256 of the vocabulary here: a full encoding (before selection) decodes too.
-        bad = [FIELD_NAMES[i] for i, v in enumerate(octuple) if v < 0 or (i > 0 and v >= FIELD_SIZES[i])]
+        # Bars may exceed the 256 of the vocabulary here: a full encoding (before selection) decodes too. An
+        # encoding has fewer than TRUNC_POS bars (a bar is at least one grid position); more would only allocate.
+        bad = [FIELD_NAMES[i] for i, v in enumerate(octuple)
+               if v < 0 or v >= (FIELD_SIZES[i] if i > 0 else TRUNC_POS)]
         if len(octuple) != 8 or bad:
             raise OctupleError(f"invalid octuple {octuple}: fields {bad or 'count'} out of range")
     num_bars = max(o[0] for o in octuples) + 1

@@ -188,6 +188,10 @@ class OctupleMidiTokenizer(PreTrainedTokenizer):
             ids = ids.tolist()
         if len(ids) % OCTUPLE:
             raise ValueError(f"an OctupleMIDI id sequence has a multiple of 8 ids, got {len(ids)}")
+        outside = [(position, i) for position, i in enumerate(ids) if not 0 <= i < len(self._tokens)]
+        if outside:
+            raise OctupleError(f"ids: {len(outside)} id(s) outside the vocabulary 0..{len(self._tokens) - 1}, "
+                               f"first {outside[0][1]} at position {outside[0][0]}")
         octuples = []
         for start in range(0, len(ids), OCTUPLE):
             tokens = [self._tokens[i] for i in ids[start:start + OCTUPLE]]
