@@ -187,14 +187,14 @@ BACH = FIXTURE.read_bytes()
 
 REFUSED = {
     # name: (file, the problem in the message)
-    "empty": (b"", "not a readable MIDI file (EOFError"),
+    "empty": (b"", "not a readable MIDI file (EOFError: the data ends before the file does)"),
     "zeros": (b"\0" * 1000, "not a readable MIDI file (OSError: MThd not found"),
     "png": (b"\x89PNG\r\n\x1a\n" + b"\0" * 100, "not a readable MIDI file (OSError: MThd not found"),
     "zip": (b"PK\x03\x04" + b"\0" * 100, "not a readable MIDI file (OSError: MThd not found"),
     "65535 tracks claimed": (_file(NOTE + END, num_tracks=65535),
                              "the header claims 65535 tracks, more than the 32767 MIDI readers accept"),
-    "32767 tracks claimed": (_file(NOTE + END, num_tracks=32767), "not a readable MIDI file (EOFError"),
-    "track length 2**32-1": (_file(NOTE + END, lengths=[2 ** 32 - 1]), "not a readable MIDI file (EOFError"),
+    "32767 tracks claimed": (_file(NOTE + END, num_tracks=32767), "not a readable MIDI file (EOFError: the data ends before the file does)"),
+    "track length 2**32-1": (_file(NOTE + END, lengths=[2 ** 32 - 1]), "not a readable MIDI file (EOFError: the data ends before the file does)"),
     "running status first": (_file(b"\x00\x3c\x40" + NOTE + END), "running status without last_status"),
     "sysex past the end": (_file(b"\x00\xf0\x8f\xff\xff\x7f\x01" + END), "Message length 33554431 exceeds"),
     "meta past the end": (_file(b"\x00\xff\x01\x8f\xff\xff\x7fabc" + END), "Message length 33554431 exceeds"),

@@ -322,7 +322,8 @@ def _parse_bytes(data: bytes, source: str, pairing: str, limits: _Limits | None 
     try:
         midi = mido.MidiFile(file=io.BytesIO(data), clip=False, charset="latin1")
     except Exception as err:  # mido raises OSError, EOFError, KeyError, ValueError... on bad files
-        raise OctupleError(f"{source}: not a readable MIDI file ({type(err).__name__}: {err})") from err
+        detail = str(err) or ("the data ends before the file does" if isinstance(err, EOFError) else repr(err))
+        raise OctupleError(f"{source}: not a readable MIDI file ({type(err).__name__}: {detail})") from err
     try:
         return _parsed_from_mido(midi, source, pairing)
     except (OctupleError, MemoryError):
