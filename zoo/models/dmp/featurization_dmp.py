@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .tokenization_dmp import canonicalize_smiles
+from .tokenization_dmp import canonicalize_smiles, check_smiles_text, shorten
 
 # The original index lists (not ogb's): atomic number 1..118 then [MASK], misc; bond types end with [MASK], [SELF].
 ATOMIC_NUMBERS = list(range(1, 119)) + ["[MASK]", "misc"]
@@ -43,7 +43,7 @@ def _index_or_misc(values: list, value: Any) -> int:
 def _strict_index(values: list[str], value: str, smiles: str, what: str) -> int:
     if value not in values:
         raise ValueError(
-            f"SMILES {smiles!r}: {what} {value} is not one DMP can encode (known: {', '.join(values)}); "
+            f"SMILES {shorten(smiles)!r}: {what} {value} is not one DMP can encode (known: {', '.join(values)}); "
             "the original featurizer crashes here"
         )
     return values.index(value)
@@ -89,6 +89,8 @@ class DmpFeaturizer:
         """Featurize one molecule; `canonical=True` skips canonicalization (input already canonical)."""
         from rdkit import Chem, RDLogger
 
+        if canonical:
+            check_smiles_text(smiles)
         canonical_smiles = smiles if canonical else canonicalize_smiles(smiles)
         RDLogger.DisableLog("rdApp.*")
         try:
@@ -96,7 +98,7 @@ class DmpFeaturizer:
         finally:
             RDLogger.EnableLog("rdApp.*")
         if mol is None or mol.GetNumAtoms() == 0:
-            raise ValueError(f"invalid SMILES {smiles!r}: RDKit cannot build a molecule from it")
+            raise ValueError(f"invalid SMILES {shorten(smiles)!r}: RDKit cannot build a molecule from it")
         atoms = np.array([atom_features(atom, smiles) for atom in mol.GetAtoms()], dtype=np.int64)
         edges, attrs = [], []
         for bond in mol.GetBonds():
@@ -135,7 +137,7 @@ class DmpFeaturizer:
             try:
                 graph = self.featurize(text)
                 ids = tokenizer.encode_smiles(graph["canonical_smiles"], canonical=True)
-            except ValueError as err:
+            except (ValueError, TypeError) as err:
                 if errors == "raise":
                     raise ValueError(f"molecule {index}: {err}") from None
                 encoded.skipped.append((index, text, str(err)))
