@@ -235,6 +235,8 @@ def read_parquet_items(paths: Sequence[str | os.PathLike]) -> tuple[list[int], l
                     raise ValueError(f"{path}: row {row} field {name} has {values.size} values for shape {shape}")
                 item[name] = values.reshape(shape)
             n = int(table["num_nodes"][row])
+            if item["x"].ndim != 2 or n != item["x"].shape[0]:
+                raise ValueError(f"{path}: row {row} says num_nodes={n} but its x has shape {item['x'].shape}")
             item["attn_bias"] = np.zeros((n + 1, n + 1), dtype=np.float32)
             indices.append(int(table["index"][row]))
             items.append(item)

@@ -203,3 +203,21 @@ def test_out_of_vocabulary_charge_goes_to_the_ogb_misc_bucket():
     # by design (ogb's allowable_features): an atom value outside a vocabulary gets the list's trailing "misc" index
     graph = smiles_to_graph("[999C+15]")
     assert graph["node_feat"][0, 3] == 11  # formal charges -5..5 take 0..10
+
+
+def test_parquet_items_with_a_forged_atom_count_are_refused(tmp_path):
+    # the old reader built a (num_nodes + 1)^2 float32 array from the file's count: 10^6 atoms is 4 TB
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from zoo.inference import featurize_to_parquet, read_parquet_items
+
+    summary = featurize_to_parquet(["CCO", "c1ccccc1"], tmp_path / "shards")
+    table = pq.read_table(summary["shards"][0])
+    forged = table.set_column(table.schema.get_field_index("num_nodes"), "num_nodes",
+                              pa.array([3, 1_000_000], type=table.schema.field("num_nodes").type))
+    path = tmp_path / "forged.parquet"
+    pq.write_table(forged, path)
+    assert read_parquet_items(summary["shards"])[0] == [0, 1]
+    with pytest.raises(ValueError, match=r"forged.parquet: row 1 says num_nodes=1000000 but its x has shape \(6, 9\)"):
+        read_parquet_items([path])
