@@ -221,3 +221,34 @@ def test_parquet_items_with_a_forged_atom_count_are_refused(tmp_path):
     assert read_parquet_items(summary["shards"])[0] == [0, 1]
     with pytest.raises(ValueError, match=r"forged.parquet: row 1 says num_nodes=1000000 but its x has shape \(6, 9\)"):
         read_parquet_items([path])
+
+
+def _dmp_feature(**changes):
+    feature = {"input_ids": [5, 5, 9, 2], "atom_features": np.zeros((3, 9), np.int64),
+               "edge_index": np.array([[0, 1], [1, 0]]), "bond_features": np.zeros((2, 3), np.int64)}
+    feature.update(changes)
+    return feature
+
+
+BAD_DMP_FEATURES = {
+    # the old collator passed all of these on (the model then failed with an IndexError or read another row)
+    "edge to a missing atom": (_dmp_feature(edge_index=np.array([[0, 7], [7, 0]])), r"edge_index refers to atoms outside 0\.\.2"),
+    "atomic number past the table": (_dmp_feature(atom_features=np.full((3, 9), 1)
+                                                  + np.eye(3, 9, dtype=np.int64) * 500),
+                                     r"atom_features\[0, 0\] = 501 is outside 0\.\.119"),
+    "negative bond type": (_dmp_feature(bond_features=-np.ones((2, 3), np.int64)), r"bond_features\[0, 0\] = -1 is outside 0\.\.6"),
+    "bond rows for edges": (_dmp_feature(bond_features=np.zeros((3, 3), np.int64)), "3 bond_features rows for 2 edges"),
+    "float atoms": (_dmp_feature(atom_features=np.full((3, 9), 0.5)), r"atom_features must be an integer matrix \[rows, 9\]"),
+    "token past the vocabulary": (_dmp_feature(input_ids=[5, 99999, 2]), r"input_ids hold 2\.\.99999, outside the vocabulary"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_DMP_FEATURES, ids=list(BAD_DMP_FEATURES))
+def test_dmp_collator_refuses_features_outside_the_embedding_tables(name):
+    from zoo.models.dmp import DmpDataCollator
+
+    feature, message = BAD_DMP_FEATURES[name]
+    good = _dmp_feature()
+    assert DmpDataCollator()([good])["atom_features"].shape == (3, 9)
+    with pytest.raises(ValueError, match="feature 1: " + message):
+        DmpDataCollator()([good, feature])

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .configuration_dmp import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
 from .tokenization_dmp import canonicalize_smiles, check_smiles_text, shorten
 
 # The original index lists (not ogb's): atomic number 1..118 then [MASK], misc; bond types end with [MASK], [SELF].
@@ -29,6 +30,23 @@ BOND_TYPES = ["SINGLE", "DOUBLE", "TRIPLE", "AROMATIC", "[MASK]", "[SELF]", "mis
 BOND_STEREO = ["STEREONONE", "STEREOZ", "STEREOE", "STEREOCIS", "STEREOTRANS", "STEREOANY"]
 
 ATOM_MASK_INDEX = ATOMIC_NUMBERS.index("[MASK]")  # 118
+
+
+def _checked_features(value: Any, dims: list[int], name: str, index: int) -> np.ndarray:
+    """An integer feature matrix [rows, len(dims)] whose column c holds 0..dims[c] - 1, or ValueError naming it."""
+    array = np.asarray(value)
+    if array.size == 0:
+        return np.zeros((0, len(dims)), dtype=np.int64)
+    if array.ndim != 2 or array.shape[1] != len(dims) or array.dtype.kind not in "iub":
+        raise ValueError(f"feature {index}: {name} must be an integer matrix [rows, {len(dims)}], got "
+                         f"{array.dtype} of shape {array.shape}")
+    array = array.astype(np.int64)
+    bad = (array < 0) | (array >= np.asarray(dims))
+    if bad.any():
+        row, column = map(int, np.argwhere(bad)[0])
+        raise ValueError(f"feature {index}: {name}[{row}, {column}] = {array[row, column]} is outside 0..{dims[column] - 1}")
+    return array
+
 # the whole 9-vector a masked atom gets: [MASK], unspecified chirality, misc elsewhere, not aromatic / in ring
 MASKED_ATOM_FEATURES = np.array([ATOM_MASK_INDEX, 0, 11, 11, 9, 5, 5, 0, 0], dtype=np.int64)
 
@@ -270,8 +288,25 @@ class DmpDataCollator:
             missing = {"input_ids", "atom_features", "edge_index", "bond_features"} - feature.keys()
             if missing:
                 raise ValueError(f"feature {index} lacks {sorted(missing)}")
-            item_ids = np.asarray(feature["input_ids"], dtype=np.int64)
-            atoms = np.asarray(feature["atom_features"], dtype=np.int64)
+            item_ids = np.asarray(feature["input_ids"])
+            if item_ids.ndim != 1 or item_ids.dtype.kind not in "iu" or not len(item_ids):
+                raise ValueError(f"feature {index}: input_ids must be a non-empty list of integers, got "
+                                 f"{item_ids.dtype} of shape {item_ids.shape}")
+            if item_ids.min() < 0 or item_ids.max() >= self.vocab_size:
+                raise ValueError(f"feature {index}: input_ids hold {item_ids.min()}..{item_ids.max()}, outside the "
+                                 f"vocabulary 0..{self.vocab_size - 1}")
+            item_ids = item_ids.astype(np.int64)
+            atoms = _checked_features(feature["atom_features"], ATOM_FEATURE_DIMS, "atom_features", index)
+            bonds = _checked_features(feature["bond_features"], BOND_FEATURE_DIMS, "bond_features", index)
+            edges = np.asarray(feature["edge_index"])
+            edges = np.zeros((2, 0), dtype=np.int64) if edges.size == 0 else edges
+            if edges.ndim != 2 or edges.shape[0] != 2 or edges.dtype.kind not in "iu":
+                raise ValueError(f"feature {index}: edge_index must be an integer array [2, edges], got "
+                                 f"{edges.dtype} of shape {edges.shape}")
+            if edges.shape[1] != len(bonds):
+                raise ValueError(f"feature {index}: {len(bonds)} bond_features rows for {edges.shape[1]} edges")
+            if edges.size and (edges.min() < 0 or edges.max() >= len(atoms)):
+                raise ValueError(f"feature {index}: edge_index refers to atoms outside 0..{len(atoms) - 1}")
             if self.mlm:
                 item_ids, token_labels = mask_tokens(
                     item_ids, self._rng, self.vocab_size, self.mask_token_id, probability=self.mlm_probability
@@ -280,7 +315,7 @@ class DmpDataCollator:
                 mlm_labels.append(token_labels)
                 atom_labels.append(labels)
             ids.append(item_ids)
-            graphs.append((atoms, feature["edge_index"], feature["bond_features"]))
+            graphs.append((atoms, edges.astype(np.int64), bonds))
         batch = {"input_ids": left_pad(ids, self.pad_token_id)}
         batch["attention_mask"] = batch["input_ids"].ne(self.pad_token_id).long()
         batch.update(batch_graphs(graphs))
