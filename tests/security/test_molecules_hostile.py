@@ -252,3 +252,16 @@ def test_dmp_collator_refuses_features_outside_the_embedding_tables(name):
     assert DmpDataCollator()([good])["atom_features"].shape == (3, 9)
     with pytest.raises(ValueError, match="feature 1: " + message):
         DmpDataCollator()([good, feature])
+
+
+@pytest.mark.parametrize("labels, message", [([1, [1, 2]], r"labels of item 1 have shape \(2,\), item 0's have \(\)"),
+                                             (["a", "b"], r"labels of item 0 are <U1 \(a\), not numbers")],
+                         ids=["ragged", "strings"])
+def test_ragged_or_non_numeric_labels_are_refused_naming_the_item(labels, message):
+    # the old collators raised numpy's "inhomogeneous shape" ValueError or torch's TypeError
+    with pytest.raises(MoleculeError, match=message):
+        GraphormerFeaturizer()(["CCO", "CC"], labels=labels)
+    with pytest.raises(ValueError, match=message):
+        DmpProcessor()(["CCO", "CC"], labels=labels)
+    # numbers of one shape (NaN included: ogb multi-task sets mark missing targets with NaN) stay as they were
+    assert GraphormerFeaturizer()(["CCO", "CC"], labels=[[1.0, float("nan")], [0.0, 1.0]])["labels"].shape == (2, 2)

@@ -323,9 +323,20 @@ class DmpDataCollator:
             batch["mlm_labels"] = left_pad(mlm_labels, -100)
             batch["atom_labels"] = torch.from_numpy(np.concatenate(atom_labels))
         if "labels" in features[0]:
-            labels = torch.tensor(np.asarray([f["labels"] for f in features]))
+            labels = _stack_labels([f["labels"] for f in features])
             batch["labels"] = labels.to(self.label_dtype) if self.label_dtype is not None else labels
         return batch
+
+
+def _stack_labels(values: Sequence[Any]) -> torch.Tensor:
+    """Stack per-item labels: numbers of one shape, or ValueError naming the first item that differs."""
+    arrays = [np.asarray(value) for value in values]
+    for index, array in enumerate(arrays):
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"labels of item {index} are {array.dtype} ({str(values[index])[:40]}), not numbers")
+        if array.shape != arrays[0].shape:
+            raise ValueError(f"labels of item {index} have shape {array.shape}, item 0's have {arrays[0].shape}")
+    return torch.as_tensor(np.stack(arrays))
 
 
 def left_pad(rows: Sequence[np.ndarray], value: int) -> torch.Tensor:

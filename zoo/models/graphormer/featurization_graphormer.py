@@ -251,6 +251,17 @@ def _to_graph(value: Any, max_atoms: int | None = None) -> dict[str, np.ndarray]
     )
 
 
+def _stack_labels(values: Sequence[Any]) -> torch.Tensor:
+    """Stack per-item labels: numbers of one shape, or MoleculeError naming the first item that differs."""
+    arrays = [np.asarray(value) for value in values]
+    for index, array in enumerate(arrays):
+        if array.dtype.kind not in "biuf":
+            raise MoleculeError(f"labels of item {index} are {array.dtype} ({str(values[index])[:40]}), not numbers")
+        if array.shape != arrays[0].shape:
+            raise MoleculeError(f"labels of item {index} have shape {array.shape}, item 0's have {arrays[0].shape}")
+    return torch.as_tensor(np.stack(arrays))
+
+
 def floyd_warshall(adjacency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Batched all-pairs shortest paths with the original algos.pyx choice of intermediate node.
 
@@ -525,7 +536,7 @@ class GraphormerFeaturizer(FeatureExtractionMixin):
             "attn_edge_type": torch.from_numpy(attn_edge_type),
         }
         if all("labels" in item for item in items):
-            batch_dict["labels"] = torch.as_tensor(np.stack([np.asarray(item["labels"]) for item in items]))
+            batch_dict["labels"] = _stack_labels([item["labels"] for item in items])
         elif any("labels" in item for item in items):
             raise ValueError("some items carry labels and others do not")
         return batch_dict
