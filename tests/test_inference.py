@@ -193,3 +193,15 @@ def test_parquet_skipped_are_logged_once_with_input_indices(tmp_path, caplog):
     # one message for the whole input, naming input positions 5 and 10 (shard-local they would be 1 and 2)
     assert len(messages) == 1 and messages[0].startswith("skipped 2 molecule(s): 5: ")
     assert "; 10: " in messages[0]
+
+
+def test_featurize_cli_escapes_control_characters_in_skipped_tsv(tmp_path):
+    from zoo.cli import main
+
+    source = tmp_path / "molecules.smi"
+    source.write_text("CCO\nC\x00C\nc1ccccc1\n")
+    assert main(["featurize", str(source), str(tmp_path / "out"), "--num-proc", "1"]) == 0
+    rows = (tmp_path / "out" / "skipped.tsv").read_text().splitlines()
+    assert len(rows) == 2 and "\x00" not in rows[1]
+    line, smiles, reason = rows[1].split("\t")
+    assert line == "2" and smiles == "C\\x00C" and reason

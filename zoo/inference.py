@@ -235,6 +235,8 @@ def read_parquet_items(paths: Sequence[str | os.PathLike]) -> tuple[list[int], l
                     raise ValueError(f"{path}: row {row} field {name} has {values.size} values for shape {shape}")
                 item[name] = values.reshape(shape)
             n = int(table["num_nodes"][row])
+            if item["x"].ndim != 2 or n != item["x"].shape[0]:
+                raise ValueError(f"{path}: row {row} says num_nodes={n} but its x has shape {item['x'].shape}")
             item["attn_bias"] = np.zeros((n + 1, n + 1), dtype=np.float32)
             indices.append(int(table["index"][row]))
             items.append(item)
@@ -277,8 +279,10 @@ def featurize_file(path: str | os.PathLike, out_dir: str | os.PathLike, *, num_p
     lines = [number for number, _ in rows]
     summary = featurize_to_parquet([text for _, text in rows], out, num_proc=num_proc, shard_size=shard_size,
                                    featurizer_options=featurizer_options, progress=progress)
-    skipped = "".join(f"{lines[index]}\t{text}\t{reason}\n".replace("\r", " ")
-                      for index, text, reason in summary["skipped"])
+    def cell(value: str) -> str:  # one TSV cell: control characters (tab, newline, NUL, ...) escaped
+        return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in value)
+
+    skipped = "".join(f"{lines[index]}\t{cell(text)}\t{cell(reason)}\n" for index, text, reason in summary["skipped"])
     atomic_write_text(out / "skipped.tsv", "line\tsmiles\treason\n" + skipped)
     manifest = {"source": str(source), "molecules": len(rows), "items": summary["items"],
                 "skipped": len(summary["skipped"]), "num_proc": num_proc, "shard_size": shard_size,

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .tokenization_dmp import canonicalize_smiles
+from .configuration_dmp import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS
+from .tokenization_dmp import canonicalize_smiles, check_smiles_text, shorten
 
 # The original index lists (not ogb's): atomic number 1..118 then [MASK], misc; bond types end with [MASK], [SELF].
 ATOMIC_NUMBERS = list(range(1, 119)) + ["[MASK]", "misc"]
@@ -29,6 +30,23 @@ BOND_TYPES = ["SINGLE", "DOUBLE", "TRIPLE", "AROMATIC", "[MASK]", "[SELF]", "mis
 BOND_STEREO = ["STEREONONE", "STEREOZ", "STEREOE", "STEREOCIS", "STEREOTRANS", "STEREOANY"]
 
 ATOM_MASK_INDEX = ATOMIC_NUMBERS.index("[MASK]")  # 118
+
+
+def _checked_features(value: Any, dims: list[int], name: str, index: int) -> np.ndarray:
+    """An integer feature matrix [rows, len(dims)] whose column c holds 0..dims[c] - 1, or ValueError naming it."""
+    array = np.asarray(value)
+    if array.size == 0:
+        return np.zeros((0, len(dims)), dtype=np.int64)
+    if array.ndim != 2 or array.shape[1] != len(dims) or array.dtype.kind not in "iub":
+        raise ValueError(f"feature {index}: {name} must be an integer matrix [rows, {len(dims)}], got "
+                         f"{array.dtype} of shape {array.shape}")
+    array = array.astype(np.int64)
+    bad = (array < 0) | (array >= np.asarray(dims))
+    if bad.any():
+        row, column = map(int, np.argwhere(bad)[0])
+        raise ValueError(f"feature {index}: {name}[{row}, {column}] = {array[row, column]} is outside 0..{dims[column] - 1}")
+    return array
+
 # the whole 9-vector a masked atom gets: [MASK], unspecified chirality, misc elsewhere, not aromatic / in ring
 MASKED_ATOM_FEATURES = np.array([ATOM_MASK_INDEX, 0, 11, 11, 9, 5, 5, 0, 0], dtype=np.int64)
 
@@ -43,7 +61,7 @@ def _index_or_misc(values: list, value: Any) -> int:
 def _strict_index(values: list[str], value: str, smiles: str, what: str) -> int:
     if value not in values:
         raise ValueError(
-            f"SMILES {smiles!r}: {what} {value} is not one DMP can encode (known: {', '.join(values)}); "
+            f"SMILES {shorten(smiles)!r}: {what} {value} is not one DMP can encode (known: {', '.join(values)}); "
             "the original featurizer crashes here"
         )
     return values.index(value)
@@ -89,6 +107,8 @@ class DmpFeaturizer:
         """Featurize one molecule; `canonical=True` skips canonicalization (input already canonical)."""
         from rdkit import Chem, RDLogger
 
+        if canonical:
+            check_smiles_text(smiles)
         canonical_smiles = smiles if canonical else canonicalize_smiles(smiles)
         RDLogger.DisableLog("rdApp.*")
         try:
@@ -96,7 +116,7 @@ class DmpFeaturizer:
         finally:
             RDLogger.EnableLog("rdApp.*")
         if mol is None or mol.GetNumAtoms() == 0:
-            raise ValueError(f"invalid SMILES {smiles!r}: RDKit cannot build a molecule from it")
+            raise ValueError(f"invalid SMILES {shorten(smiles)!r}: RDKit cannot build a molecule from it")
         atoms = np.array([atom_features(atom, smiles) for atom in mol.GetAtoms()], dtype=np.int64)
         edges, attrs = [], []
         for bond in mol.GetBonds():
@@ -135,7 +155,7 @@ class DmpFeaturizer:
             try:
                 graph = self.featurize(text)
                 ids = tokenizer.encode_smiles(graph["canonical_smiles"], canonical=True)
-            except ValueError as err:
+            except (ValueError, TypeError) as err:
                 if errors == "raise":
                     raise ValueError(f"molecule {index}: {err}") from None
                 encoded.skipped.append((index, text, str(err)))
@@ -268,8 +288,25 @@ class DmpDataCollator:
             missing = {"input_ids", "atom_features", "edge_index", "bond_features"} - feature.keys()
             if missing:
                 raise ValueError(f"feature {index} lacks {sorted(missing)}")
-            item_ids = np.asarray(feature["input_ids"], dtype=np.int64)
-            atoms = np.asarray(feature["atom_features"], dtype=np.int64)
+            item_ids = np.asarray(feature["input_ids"])
+            if item_ids.ndim != 1 or item_ids.dtype.kind not in "iu" or not len(item_ids):
+                raise ValueError(f"feature {index}: input_ids must be a non-empty list of integers, got "
+                                 f"{item_ids.dtype} of shape {item_ids.shape}")
+            if item_ids.min() < 0 or item_ids.max() >= self.vocab_size:
+                raise ValueError(f"feature {index}: input_ids hold {item_ids.min()}..{item_ids.max()}, outside the "
+                                 f"vocabulary 0..{self.vocab_size - 1}")
+            item_ids = item_ids.astype(np.int64)
+            atoms = _checked_features(feature["atom_features"], ATOM_FEATURE_DIMS, "atom_features", index)
+            bonds = _checked_features(feature["bond_features"], BOND_FEATURE_DIMS, "bond_features", index)
+            edges = np.asarray(feature["edge_index"])
+            edges = np.zeros((2, 0), dtype=np.int64) if edges.size == 0 else edges
+            if edges.ndim != 2 or edges.shape[0] != 2 or edges.dtype.kind not in "iu":
+                raise ValueError(f"feature {index}: edge_index must be an integer array [2, edges], got "
+                                 f"{edges.dtype} of shape {edges.shape}")
+            if edges.shape[1] != len(bonds):
+                raise ValueError(f"feature {index}: {len(bonds)} bond_features rows for {edges.shape[1]} edges")
+            if edges.size and (edges.min() < 0 or edges.max() >= len(atoms)):
+                raise ValueError(f"feature {index}: edge_index refers to atoms outside 0..{len(atoms) - 1}")
             if self.mlm:
                 item_ids, token_labels = mask_tokens(
                     item_ids, self._rng, self.vocab_size, self.mask_token_id, probability=self.mlm_probability
@@ -278,7 +315,7 @@ class DmpDataCollator:
                 mlm_labels.append(token_labels)
                 atom_labels.append(labels)
             ids.append(item_ids)
-            graphs.append((atoms, feature["edge_index"], feature["bond_features"]))
+            graphs.append((atoms, edges.astype(np.int64), bonds))
         batch = {"input_ids": left_pad(ids, self.pad_token_id)}
         batch["attention_mask"] = batch["input_ids"].ne(self.pad_token_id).long()
         batch.update(batch_graphs(graphs))
@@ -286,9 +323,20 @@ class DmpDataCollator:
             batch["mlm_labels"] = left_pad(mlm_labels, -100)
             batch["atom_labels"] = torch.from_numpy(np.concatenate(atom_labels))
         if "labels" in features[0]:
-            labels = torch.tensor(np.asarray([f["labels"] for f in features]))
+            labels = _stack_labels([f["labels"] for f in features])
             batch["labels"] = labels.to(self.label_dtype) if self.label_dtype is not None else labels
         return batch
+
+
+def _stack_labels(values: Sequence[Any]) -> torch.Tensor:
+    """Stack per-item labels: numbers of one shape, or ValueError naming the first item that differs."""
+    arrays = [np.asarray(value) for value in values]
+    for index, array in enumerate(arrays):
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"labels of item {index} are {array.dtype} ({str(values[index])[:40]}), not numbers")
+        if array.shape != arrays[0].shape:
+            raise ValueError(f"labels of item {index} have shape {array.shape}, item 0's have {arrays[0].shape}")
+    return torch.as_tensor(np.stack(arrays))
 
 
 def left_pad(rows: Sequence[np.ndarray], value: int) -> torch.Tensor:

@@ -30,6 +30,28 @@ SMILES_TOKEN_PATTERN = re.compile(
 )
 # molecule/canonicalize.py strips atom-map numbers with this pattern before parsing
 _ATOM_MAP_PATTERN = re.compile(r":\d*")
+# a SMILES longer than this is refused before RDKit parses it (input from outside is bounded; SECURITY.md)
+MAX_SMILES_LENGTH = 10_000
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """`text` for an error message: long inputs are cut, keeping their length."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def check_smiles_text(smiles: str) -> None:
+    """ValueError for a SMILES over MAX_SMILES_LENGTH characters or with whitespace or a control character
+    inside (RDKit reads 'CC\\nO' as ethane named 'O', silently)."""
+    if not isinstance(smiles, str):
+        raise ValueError(f"SMILES must be a string, got {type(smiles).__name__}: {shorten(repr(smiles))}")
+    if len(smiles) > MAX_SMILES_LENGTH:
+        raise ValueError(f"SMILES {shorten(smiles)!r} has {len(smiles)} characters, over the limit of "
+                         f"{MAX_SMILES_LENGTH}")
+    stripped = smiles.strip()
+    bad = next((i for i, char in enumerate(stripped) if char.isspace() or not char.isprintable()), None)
+    if bad is not None:
+        raise ValueError(f"invalid SMILES {shorten(smiles)!r}: {stripped[bad]!r} at position {bad} is whitespace or a "
+                         "control character inside the SMILES (RDKit would read only the text before it)")
 
 
 def canonicalize_smiles(smiles: str) -> str:
@@ -41,19 +63,18 @@ def canonicalize_smiles(smiles: str) -> str:
     """
     from rdkit import Chem, RDLogger
 
-    if not isinstance(smiles, str):
-        raise TypeError(f"SMILES must be a string, got {type(smiles).__name__}: {smiles!r}")
+    check_smiles_text(smiles)
     stripped = _ATOM_MAP_PATTERN.sub("", smiles.strip())
     RDLogger.DisableLog("rdApp.*")
     try:
         mol = Chem.MolFromSmiles(stripped)
         if mol is None:
-            raise ValueError(f"invalid SMILES {smiles!r}: RDKit cannot parse it")
+            raise ValueError(f"invalid SMILES {shorten(smiles)!r}: RDKit cannot parse it")
         if mol.GetNumAtoms() == 0:
-            raise ValueError(f"invalid SMILES {smiles!r}: the molecule has no atoms")
+            raise ValueError(f"invalid SMILES {shorten(smiles)!r}: the molecule has no atoms")
         canonical = Chem.MolToSmiles(mol)
         if Chem.MolFromSmiles(canonical) is None:
-            raise ValueError(f"SMILES {smiles!r}: RDKit cannot re-read its own canonical form {canonical!r}")
+            raise ValueError(f"SMILES {shorten(smiles)!r}: RDKit cannot re-read its own canonical form {canonical!r}")
     finally:
         RDLogger.EnableLog("rdApp.*")
     return canonical
@@ -69,7 +90,7 @@ def split_smiles(smiles: str) -> list[str]:
         joined = "".join(tokens)
         position = next((i for i, (a, b) in enumerate(zip(joined, re.sub(r"\s+", "", smiles))) if a != b), len(joined))
         raise ValueError(
-            f"SMILES {smiles!r} cannot be split into DMP tokens: the regex tokens rejoin to {joined!r} "
+            f"SMILES {shorten(smiles)!r} cannot be split into DMP tokens: the regex tokens rejoin to {shorten(joined)!r} "
             f"(first difference at character {position}); the original pipeline drops such molecules"
         )
     return tokens

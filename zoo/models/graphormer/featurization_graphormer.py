@@ -30,6 +30,16 @@ logger = logging.getLogger(__name__)
 
 UNREACHABLE = 510  # the original algos.pyx distance (and path marker) for disconnected node pairs
 FEATURE_OFFSET = 512  # convert_to_single_emb: feature + 1 + 512 * column
+# Bounds on input from outside (SECURITY.md): a SMILES longer than this is refused before rdkit parses it;
+# a molecule of more atoms is refused whatever max_nodes says (a path of 511 atoms would reach the
+# unreachable marker 510, and the degree and distance tables have 512 rows); the multi-hop edge features
+# of one featurized group may take at most this many bytes (multi_hop_max_dist=None makes them cubic).
+MAX_SMILES_LENGTH = 10_000
+MAX_ATOMS = 510
+MAX_EDGE_INPUT_BYTES = 1 << 30
+# a graph feature must stay inside its column's 512-row slot of the embedding tables once shifted (atoms:
+# feature + 2 + 512 * column after the collator's +1; multi-hop edges: feature + 3 + 512 * column)
+MAX_FEATURE_VALUE = FEATURE_OFFSET - 3
 
 # ogb 1.3.6 `allowable_features` (facts of the format; the last entry of each list is the "misc" bucket)
 _ATOMIC_NUM = list(range(1, 119))
@@ -45,6 +55,10 @@ _BOND_STEREO = ["STEREONONE", "STEREOZ", "STEREOE", "STEREOCIS", "STEREOTRANS", 
 
 class MoleculeError(ValueError):
     """A molecule that cannot be featurized; the message names its index and the input."""
+
+
+class _TooLarge(MoleculeError):
+    """A featurized group whose multi-hop edge features would exceed MAX_EDGE_INPUT_BYTES."""
 
 
 @dataclass(frozen=True)
@@ -103,63 +117,149 @@ def molecule_to_graph(mol) -> dict[str, np.ndarray]:
     return {"node_feat": node_feat, "edge_index": edge_index, "edge_feat": edge_feat}
 
 
-def smiles_to_graph(smiles: str) -> dict[str, np.ndarray]:
-    """ogb `smiles2graph` computed with rdkit: raises `MoleculeError` for SMILES rdkit cannot parse."""
+def _shorten(text: str, limit: int = 80) -> str:
+    """`text` for an error message: long inputs are cut, keeping their length."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _check_smiles_text(smiles: str) -> None:
+    """Refuse what rdkit would misread or take long over: over-long text, and whitespace or control
+    characters inside the SMILES (rdkit reads 'CC\\nO' as ethane named 'O', silently)."""
+    if len(smiles) > MAX_SMILES_LENGTH:
+        raise MoleculeError(
+            f"SMILES {_shorten(smiles)!r} has {len(smiles)} characters, over the limit of {MAX_SMILES_LENGTH}")
+    stripped = smiles.strip()
+    bad = next((i for i, char in enumerate(stripped) if char.isspace() or not char.isprintable()), None)
+    if bad is not None:
+        raise MoleculeError(f"invalid SMILES {_shorten(smiles)!r}: {stripped[bad]!r} at position {bad} is whitespace "
+                            "or a control character inside the SMILES (rdkit would read only the text before it)")
+
+
+def _check_atom_count(mol, limit: int | None) -> None:
+    count = mol.GetNumAtoms()
+    ceiling = MAX_ATOMS if limit is None else min(limit, MAX_ATOMS)
+    if count > ceiling:
+        which = f"max_nodes={limit}" if limit is not None and limit <= MAX_ATOMS else f"the limit of {MAX_ATOMS}"
+        raise MoleculeError(f"{count} atoms exceed {which}")
+
+
+def smiles_to_graph(smiles: str, max_atoms: int | None = None) -> dict[str, np.ndarray]:
+    """ogb `smiles2graph` computed with rdkit: raises `MoleculeError` for SMILES rdkit cannot parse, over
+    `MAX_SMILES_LENGTH` characters, with whitespace inside, or with more than `max_atoms` (and `MAX_ATOMS`) atoms."""
     from rdkit import Chem, RDLogger
 
+    if not isinstance(smiles, str):
+        raise MoleculeError(f"a SMILES must be a string, not {type(smiles).__name__}")
+    _check_smiles_text(smiles)
     RDLogger.DisableLog("rdApp.*")
-    mol = Chem.MolFromSmiles(smiles) if isinstance(smiles, str) else None
+    mol = Chem.MolFromSmiles(smiles)
     if mol is None:
-        raise MoleculeError(f"invalid SMILES {smiles!r}: rdkit could not parse it")
+        raise MoleculeError(f"invalid SMILES {_shorten(smiles)!r}: rdkit could not parse it")
+    _check_atom_count(mol, max_atoms)
     return molecule_to_graph(mol)
 
 
 def _describe(value: Any) -> str:
     if isinstance(value, str):
-        return value
+        return _shorten(value)
     try:
         from rdkit import Chem
 
         if isinstance(value, Chem.Mol):
-            return Chem.MolToSmiles(value)
+            return _shorten(Chem.MolToSmiles(value)) if value.GetNumAtoms() <= MAX_ATOMS else (
+                f"a Mol of {value.GetNumAtoms()} atoms")
     except ImportError:
         pass
     return type(value).__name__
 
 
-def _to_graph(value: Any) -> dict[str, np.ndarray]:
+def _reported(value: Any) -> str:
+    """The input as a skipped item reports it: a SMILES in full (skip lists name the exact line)."""
+    return value if isinstance(value, str) else _describe(value)
+
+
+def _feature_matrix(value: Any, name: str, columns_at_most: int | None = None) -> np.ndarray:
+    """An integer feature matrix [rows, columns] of a graph from outside: refuses what the original
+    would have silently cast, reshaped or shifted into another column's embedding rows."""
+    try:
+        array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+    except (TypeError, ValueError) as err:
+        raise MoleculeError(f"{name} is not an array ({err})") from None
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise MoleculeError(f"{name} must be a [rows, features] matrix, got shape {array.shape}")
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise MoleculeError(f"{name} holds NaN or infinite values")
+        if (array != np.round(array)).any():
+            raise MoleculeError(f"{name} holds non-integer values (features are category indices)")
+    elif array.dtype.kind not in "iub":
+        raise MoleculeError(f"{name} must hold integers, not {array.dtype}")
+    array = array.astype(np.int64)
+    if array.size and (array.min() < 0 or array.max() > MAX_FEATURE_VALUE):
+        raise MoleculeError(f"{name} values must be in 0..{MAX_FEATURE_VALUE} (the 512-row slot of each feature "
+                            f"column), got {array.min()}..{array.max()}")
+    return array
+
+
+def _edge_index(value: Any) -> np.ndarray:
+    try:
+        array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+    except (TypeError, ValueError) as err:
+        raise MoleculeError(f"edge_index is not an array ({err})") from None
+    if array.size == 0:
+        return np.zeros((2, 0), dtype=np.int64)
+    if array.ndim != 2 or array.shape[0] != 2:
+        raise MoleculeError(f"edge_index must have shape [2, edges], got {array.shape}")
+    if array.dtype.kind not in "iu":
+        raise MoleculeError(f"edge_index must hold integer atom indices, not {array.dtype}")
+    return array.astype(np.int64)
+
+
+def _graph_from_arrays(node_feat: Any, edge_index: Any, edge_feat: Any) -> dict[str, np.ndarray]:
+    node_feat = _feature_matrix(node_feat, "node_feat")
+    if node_feat.shape[0] > MAX_ATOMS:
+        raise MoleculeError(f"{node_feat.shape[0]} atoms exceed the limit of {MAX_ATOMS}")
+    return {"node_feat": node_feat, "edge_index": _edge_index(edge_index),
+            "edge_feat": _feature_matrix(edge_feat, "edge_feat")}
+
+
+def _to_graph(value: Any, max_atoms: int | None = None) -> dict[str, np.ndarray]:
     """Accept SMILES, rdkit Mol, PyG `Data` (x, edge_index, edge_attr) or an ogb graph dict."""
     if isinstance(value, str):
-        return smiles_to_graph(value)
+        return smiles_to_graph(value, max_atoms)
     if isinstance(value, dict) and "node_feat" in value:
-        graph = {k: np.asarray(value[k], dtype=np.int64) for k in ("node_feat", "edge_index", "edge_feat")}
-        graph["node_feat"] = graph["node_feat"].reshape(len(graph["node_feat"]), -1)
-        graph["edge_index"] = graph["edge_index"].reshape(2, -1)
-        if graph["edge_feat"].ndim == 1:
-            graph["edge_feat"] = graph["edge_feat"][:, None]
-        return graph
+        missing = [key for key in ("node_feat", "edge_index", "edge_feat") if key not in value]
+        if missing:
+            raise MoleculeError(f"graph dict lacks {missing} (an ogb graph has node_feat, edge_index, edge_feat)")
+        return _graph_from_arrays(value["node_feat"], value["edge_index"], value["edge_feat"])
     if hasattr(value, "edge_index") and hasattr(value, "x"):  # torch_geometric.data.Data
-        x = value.x.numpy() if isinstance(value.x, torch.Tensor) else np.asarray(value.x)
-        edge_index = np.asarray(value.edge_index.cpu() if isinstance(value.edge_index, torch.Tensor) else value.edge_index)
         edge_attr = getattr(value, "edge_attr", None)
         if edge_attr is None:
             raise MoleculeError("PyG Data without edge_attr: Graphormer needs bond features")
-        edge_attr = np.asarray(edge_attr.cpu() if isinstance(edge_attr, torch.Tensor) else edge_attr)
-        edge_attr = edge_attr.astype(np.int64)
-        return {
-            "node_feat": x.astype(np.int64).reshape(x.shape[0], -1),
-            "edge_index": edge_index.astype(np.int64).reshape(2, -1),
-            "edge_feat": edge_attr[:, None] if edge_attr.ndim == 1 else edge_attr,
-        }
+        return _graph_from_arrays(value.x, value.edge_index, edge_attr)
     try:
         from rdkit import Chem
     except ImportError as err:
         raise MoleculeError(f"cannot featurize a {type(value).__name__} (rdkit is not installed)") from err
     if isinstance(value, Chem.Mol):
+        _check_atom_count(value, max_atoms)
         return molecule_to_graph(value)
     raise MoleculeError(
         f"cannot featurize a {type(value).__name__}: pass a SMILES string, an rdkit Mol, a PyG Data or an ogb graph dict"
     )
+
+
+def _stack_labels(values: Sequence[Any]) -> torch.Tensor:
+    """Stack per-item labels: numbers of one shape, or MoleculeError naming the first item that differs."""
+    arrays = [np.asarray(value) for value in values]
+    for index, array in enumerate(arrays):
+        if array.dtype.kind not in "biuf":
+            raise MoleculeError(f"labels of item {index} are {array.dtype} ({str(values[index])[:40]}), not numbers")
+        if array.shape != arrays[0].shape:
+            raise MoleculeError(f"labels of item {index} have shape {array.shape}, item 0's have {arrays[0].shape}")
+    return torch.as_tensor(np.stack(arrays))
 
 
 def floyd_warshall(adjacency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -272,6 +372,7 @@ class GraphormerFeaturizer(FeatureExtractionMixin):
             raise ValueError(f"{len(labels)} labels for {len(molecules)} molecules")
         graphs: list[tuple[int, dict[str, np.ndarray]]] = []
         skipped: list[SkippedItem] = []
+        layout: dict[str, tuple[int, int]] = {}  # feature key -> (first molecule with rows, its column count)
         iterator = molecules
         if progress:
             from tqdm.auto import tqdm
@@ -279,13 +380,19 @@ class GraphormerFeaturizer(FeatureExtractionMixin):
             iterator = tqdm(molecules, desc="featurizing", unit="mol")
         for index, molecule in enumerate(iterator):
             try:
-                graph = _to_graph(molecule)
+                graph = _to_graph(molecule, self.max_nodes)
                 self._check_graph(graph)
+                for key, what in (("node_feat", "atom"), ("edge_feat", "bond")):  # one layout per batch
+                    if len(graph[key]):
+                        first, width = layout.setdefault(key, (index, graph[key].shape[1]))
+                        if graph[key].shape[1] != width:
+                            raise MoleculeError(f"{graph[key].shape[1]} {what} feature columns, but molecule {first} "
+                                                f"has {width}: one batch needs one layout")
             except (MoleculeError, ValueError) as err:
                 reason = str(err)
                 if on_error == "raise":
                     raise MoleculeError(f"molecule {index} ({_describe(molecule)!r}): {reason}") from err
-                skipped.append(SkippedItem(index, _describe(molecule), reason))
+                skipped.append(SkippedItem(index, _reported(molecule), reason))
                 continue
             graphs.append((index, graph))
         items: dict[int, dict[str, np.ndarray]] = {}
@@ -297,15 +404,29 @@ class GraphormerFeaturizer(FeatureExtractionMixin):
             while stop < len(order) and (stop - start + 1) * graphs[order[stop]][1]["node_feat"].shape[0] ** 2 <= (
                     self.group_budget):
                 stop += 1
-            group = [graphs[g] for g in order[start:stop]]
+            pending = [[graphs[g] for g in order[start:stop]]]
             start = stop
-            for (index, _), item in zip(group, self._preprocess_group([graph for _, graph in group])):
-                if labels is not None:
-                    item["labels"] = np.asarray(labels[index])
-                items[index] = item
+            while pending:
+                group = pending.pop()
+                try:
+                    group_items = self._preprocess_group([graph for _, graph in group])
+                except _TooLarge as err:
+                    if len(group) > 1:  # padding made the group too large: one molecule at a time
+                        pending.extend([member] for member in group)
+                        continue
+                    index = group[0][0]
+                    if on_error == "raise":
+                        raise MoleculeError(f"molecule {index} ({_describe(molecules[index])!r}): {err}") from None
+                    skipped.append(SkippedItem(index, _reported(molecules[index]), str(err)))
+                    continue
+                for (index, _), item in zip(group, group_items):
+                    if labels is not None:
+                        item["labels"] = np.asarray(labels[index])
+                    items[index] = item
+        skipped.sort(key=lambda s: s.index)
         if skipped and log_skipped:
             logger.warning("skipped %d molecule(s): %s", len(skipped), "; ".join(f"{s.index}: {s.reason}" for s in skipped))
-        return [items[index] for index, _ in graphs], skipped
+        return [items[index] for index, _ in graphs if index in items], skipped
 
     def _check_graph(self, graph: dict[str, np.ndarray]) -> None:
         n = graph["node_feat"].shape[0]
@@ -337,6 +458,12 @@ class GraphormerFeaturizer(FeatureExtractionMixin):
             longest = int(dist[b, :size, :size].max())
             item_hops.append(longest if self.multi_hop_max_dist is None else min(longest, self.multi_hop_max_dist))
         hops = max(item_hops)
+        # path nodes, bond indices, edge_input and its per-item copies
+        needed = batch * n * n * (hops + 1) * 8 * (2 * n_edge_feat + 3)
+        if needed > MAX_EDGE_INPUT_BYTES:
+            raise _TooLarge(f"its multi-hop edge features ({n} atoms, {hops} hops) would take about "
+                            f"{needed >> 20} MiB, over the limit of {MAX_EDGE_INPUT_BYTES >> 20} MiB; "
+                            "set multi_hop_max_dist (the original models use 5) or split the molecule")
         nodes = path_nodes(dist, path, hops)
         # hop h exists exactly when the path has a node at position h + 1 (-1 past its end, on the
         # diagonal and for unreachable pairs); missing hops read a sentinel row of -1
@@ -409,7 +536,7 @@ class GraphormerFeaturizer(FeatureExtractionMixin):
             "attn_edge_type": torch.from_numpy(attn_edge_type),
         }
         if all("labels" in item for item in items):
-            batch_dict["labels"] = torch.as_tensor(np.stack([np.asarray(item["labels"]) for item in items]))
+            batch_dict["labels"] = _stack_labels([item["labels"] for item in items])
         elif any("labels" in item for item in items):
             raise ValueError("some items carry labels and others do not")
         return batch_dict
