@@ -14,12 +14,12 @@ import torch
 
 import zoo
 from tests.english_text import fortune_lines, needs_fortunes
+from tests.fixture_samples import sample_midi, sample_wav
 from zoo import cli
 from zoo.embed import EmbedError, batches, embed, write_embeddings
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-MIDI = FIXTURES / "musicbert" / "encoding_public" / "midi" / "m21_bach_bwv66_6.mid"
-WAV = FIXTURES / "priorgrad" / "tiny_prior" / "wav" / "test.wav"
+MIDI = sample_midi()
+WAV = sample_wav()
 FORTUNES = Path("/usr/share/games/fortunes/computers")
 
 

@@ -22,14 +22,13 @@ import torch
 
 import zoo
 from tests.english_text import fortune_lines, needs_fortunes
+from tests.fixture_samples import sample_midi, sample_wav
 from zoo.hub import upload_folder, write_card
 from zoo.hub_server import LocalHub
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = REPO_ROOT / "tests" / "fixtures"
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O"]
-MIDI = FIXTURES / "musicbert" / "encoding_public" / "midi" / "m21_bach_bwv66_6.mid"
-WAV = FIXTURES / "priorgrad" / "tiny_prior" / "wav" / "test.wav"
+MIDI = sample_midi()
+WAV = sample_wav()
 TEXT = ["The compiler crashed again, so the program never ran.", "A fool and his money are soon parted."]
 
 # What the clean subprocess runs: {processor} and {model} are Auto classes; RAW is the raw input; the

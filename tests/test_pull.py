@@ -38,21 +38,18 @@ from zoo.hub_server import LocalHub
 from zoo.pull import OfflineError, PullError, VariantMismatchError, pull, pull_result
 from zoo.resolvers import ManualDownloadRequired, drive_confirm_url, link_kind, resolve
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-PRIORGRAD_RELEASED = json.loads((FIXTURES / "priorgrad" / "released_config.json").read_text())["params_py_defaults"]
-
 
 def _release_like_checkpoints() -> dict[str, Path]:
     """family -> an original-format fixture checkpoint in the format of that family's releases, found by what
     each case's meta.json declares (never by a case's name): the first case, in discovery order, that holds a
     pre-trained (head-less) checkpoint of the released kind."""
+    from tests.fixture_samples import released_vocoder_checkpoint
     from tests.models.deq.conftest import FAMILY as DEQ
     from tests.models.graphormer import _fixtures as graphormer
     from tests.models.graphormer3d import _fixtures as graphormer3d
     from tests.models.musicbert.fixture_cases import FAMILY as MUSICBERT
     from tests.models.musicbert.fixture_cases import head_names
     from tests.models.nasbert._fixtures import first_tsm
-    from tests.models.priorgrad.test_parity_priorgrad import FAMILY as PRIORGRAD
 
     def first(found: list[Path], what: str) -> Path:
         assert found, f"no fixture case holds {what}"
@@ -64,20 +61,15 @@ def _release_like_checkpoints() -> dict[str, Path]:
     is2re = [c.file(c.meta["checkpoint"]["file"]) for c in graphormer3d.FAMILY.all()]
     musicbert = [c.file(name) for c in MUSICBERT.all() if c.kind == "model"
                  for name, info in sorted(c.meta["checkpoints"].items()) if not head_names(info)]
-    # the LJSpeech release: a prior without conditioning, at the released mel settings
-    mel = ("n_mels", "fmin", "fmax", "condition_prior", "condition_prior_global")
-    vocoders = [c for c in PRIORGRAD.all()
-                if all(c.meta["params"].get(k) == PRIORGRAD_RELEASED.get(k) for k in mel)]
     # the released MDEQ files are in the v1 (deprecated-code) state-dict layout
     mdeq = [c.file(c.meta["v1_checkpoint"]["file"]) for c in DEQ.all() if c.kind == "MDEQ" and "v1_checkpoint" in c.meta]
     deq_lm = [c.file(name) for c in DEQ.all() if c.kind == "DEQ-Transformer" for name in sorted(c.meta["checkpoint"])]
-    vocoder = first(vocoders, "a PriorGrad vocoder at the released mel settings")
     return {
         "graphormer": first(pcqm, "a fairseq Graphormer regression checkpoint"),
         "graphormer3d": first(is2re, "a Graphormer-3D checkpoint"),
         "musicbert": first(musicbert, "a pre-trained (head-less) MusicBERT checkpoint"),
         "nasbert": first_tsm(with_head=False),
-        "priorgrad": vocoder.file(vocoder.meta["checkpoint"]["file"]),
+        "priorgrad": released_vocoder_checkpoint(),  # the LJSpeech release's settings
         "mdeq": first(mdeq, "an MDEQ checkpoint in the v1 layout"),
         "deq_transformer": first(deq_lm, "a DEQ-Transformer checkpoint"),
     }

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.fixture_samples import sample_midi
 from zoo.models.musicbert import OctupleError, OctupleMidiTokenizer
 from zoo.models.musicbert.octuple import (
     MAX_MIDI_EVENTS,
@@ -32,7 +33,7 @@ from zoo.models.musicbert.octuple import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURE = ROOT / "tests" / "fixtures" / "musicbert" / "encoding_public" / "midi" / "m21_bach_bwv66_6.mid"
+FIXTURE = sample_midi()
 END = b"\x00\xff\x2f\x00"
 NOTE = b"\x00\x90\x3c\x40\x60\x80\x3c\x00"  # middle C for 0x60 ticks
 
@@ -183,7 +184,7 @@ def _entry(kind: str, data: bytes, tmp_path: Path):
 
 ENTRIES = ["path", "bytes", "file"]
 READERS = ["fast", "mido"]
-BACH = FIXTURE.read_bytes()
+PIECE = FIXTURE.read_bytes()
 
 REFUSED = {
     # name: (file, the problem in the message)
@@ -235,9 +236,9 @@ def test_truncated_and_flipped_fixture_is_refused_or_read(reader):
 
     rng = random.Random(0)
     tokenizer = OctupleMidiTokenizer(midi_reader=reader)
-    variants = [BACH[:cut] for cut in range(0, len(BACH) - 4, 7)]
+    variants = [PIECE[:cut] for cut in range(0, len(PIECE) - 4, 7)]
     for _ in range(40):
-        flipped = bytearray(BACH)
+        flipped = bytearray(PIECE)
         for _ in range(rng.randint(1, 6)):
             flipped[rng.randrange(len(flipped))] = rng.randrange(256)
         variants.append(bytes(flipped))

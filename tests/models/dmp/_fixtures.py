@@ -4,7 +4,8 @@ batches as model inputs.
 Kinds: a case with a `checkpoint` is "pretrain" (task `dmp`) or "finetune" (task `graph_sp`), by the task recorded
 in the checkpoint's cfg; its criterion and arch must be ones the tests know. A case without a checkpoint that
 describes the preprocessing `pipeline` is "featurize". Anything else fails, naming what it declares.
-Shared, non-case folders: `vocab/` (the original dictionary) and `released_config_shapes/`.
+Shared, non-case folders: `vocab/` (the original dictionary) and any folder without meta.json that holds a
+`shapes.json` (an original release's state-dict shape table, found by content: `shape_tables()`).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from pathlib import Path
 
 import torch
 
-from tests.fixture_cases import FIXTURES, Family, Unhandled, expect_one_of
+from tests.fixture_cases import FIXTURES, BrokenCase, Family, Unhandled, expect_one_of
 
 TASKS = {"dmp": "pretrain", "graph_sp": "finetune"}  # fairseq task -> kind
 CRITERIA = {"dmp": "dmp", "graph_sp": "graph_sp"}  # task -> the criterion the tests reproduce with it
 ARCHS = ["dmp"]
 # the input file of a kind that holds the clean (unmasked) collated batch
 CLEAN_INPUTS = {"pretrain": "inputs_clean.safetensors", "finetune": "inputs.safetensors"}
-RESOURCES = {"vocab", "released_config_shapes"}
+SHAPE_TABLE_KEYS = ("state_dict_shapes", "tied", "param_counts_by_group", "model_cfg")
+RESOURCES = {"vocab"} | {path.parent.name for path in (FIXTURES / "dmp").glob("*/shapes.json")
+                         if not (path.parent / "meta.json").exists()}
 
 
 def classify(folder: Path, meta: dict) -> str:
@@ -54,6 +57,24 @@ FIXTURES_DMP = FIXTURES / "dmp"
 
 def cases(*kinds: str) -> list:
     return FAMILY.cases(*kinds)
+
+
+def shape_tables() -> list:
+    """pytest params: every release shape table (`<folder>/shapes.json` beside no meta.json), each of which must
+    declare SHAPE_TABLE_KEYS; none at all is one failing param."""
+    import json
+
+    import pytest
+
+    params = []
+    for name in sorted(RESOURCES - {"vocab"}):
+        path = FIXTURES_DMP / name / "shapes.json"
+        table = json.loads(path.read_text())
+        missing = [key for key in SHAPE_TABLE_KEYS if key not in table]
+        params.append(pytest.param(BrokenCase("dmp", f"tests/fixtures/dmp/{name}", f"shapes.json lacks {missing}")
+                                   if missing else table, id=name))
+    return params or [pytest.param(BrokenCase("dmp", "tests/fixtures/dmp", "no release shape table (shapes.json)"),
+                                   id="no-shape-table")]
 
 
 def first(kind: str):

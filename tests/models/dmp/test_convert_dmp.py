@@ -13,7 +13,7 @@ from transformers import AutoConfig
 
 from conversion.convert_dmp import ConversionError, convert, main
 from conversion.safe_checkpoint import CheckpointReadError, read_checkpoint
-from tests.models.dmp._fixtures import first
+from tests.models.dmp._fixtures import first, shape_tables
 
 # one checkpoint of each kind, as inputs for the converter's own checks (parity: test_parity_dmp.py)
 PRETRAIN_CASE = first("pretrain")
@@ -103,16 +103,15 @@ def test_truncated_checkpoint(tmp_path):
     assert main([str(path), str(tmp_path / "out")]) == 1
 
 
-def test_released_configuration_maps_onto_zoo():
-    """The original classes' state dict at the paper size (released_config_shapes, no weights) maps key for key and
+@pytest.mark.parametrize("shapes", shape_tables())
+def test_released_configuration_maps_onto_zoo(shapes):
+    """The original classes' state dict at the paper size (a release shape table, no weights) maps key for key and
     shape for shape onto zoo's pre-training and classification models built from DmpConfig's defaults, and the
     catalog's parameter counts are the original's."""
     from conversion.convert_dmp import config_from_fairseq, convert_state_dict
-    from tests.models.dmp._fixtures import FIXTURES_DMP
     from zoo.catalog import dmp as catalog
     from zoo.models.dmp import DmpConfig, DmpForPreTraining, DmpForSequenceClassification
 
-    shapes = json.loads((FIXTURES_DMP / "released_config_shapes" / "shapes.json").read_text())
     tied = {copy: source for copy, source in shapes["tied"]}
     for copy, source in tied.items():
         assert shapes["state_dict_shapes"][copy] == shapes["state_dict_shapes"][source]

@@ -1,7 +1,7 @@
 """The NAS-BERT reference cases (tests/fixtures/nasbert/<case>/meta.json): discovery and kind.
 
 Kinds, from what meta.json declares: "tsm" (a TorchSharp `.tsm` file: `file` + `tensors`), "layout" (the released
-key/shape tables: `checkpoints`), "tokenizer" (encodings: `num_cases`). The shared `vocab/` folder is not a case.
+key/shape tables: `checkpoints`), "encodings" (tokenizer encodings: `num_cases`). The shared `vocab/` folder is not a case.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def classify(folder, meta):
     if "checkpoints" in meta:
         return "layout"
     if "num_cases" in meta:
-        return "tokenizer"
+        return "encodings"
     raise Unhandled(f"meta.json has none of the fields that make a NAS-BERT case ('file'+'tensors', "
                     f"'checkpoints', 'num_cases'); it has {sorted(meta)}")
 

@@ -41,7 +41,7 @@ def _cases(kind):
 
 TSM_CASES = _cases("tsm")
 LAYOUT_CASES = _cases("layout")
-TOKENIZER_CASES = _cases("tokenizer")
+TOKENIZER_CASES = _cases("encodings")
 
 
 @pytest.mark.parametrize("folder, meta", TSM_CASES)
