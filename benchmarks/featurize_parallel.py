@@ -48,9 +48,9 @@ def _control(num_proc: int, pieces: int, work: int):
 
 
 def _efficiency(times: dict, one: str, two: str) -> dict:
-    per_round = sorted(a / (2 * b) for a, b in zip(times[one], times[two]))
-    return {"median": per_round[len(per_round) // 2], "min": per_round[0], "max": per_round[-1],
-            "of": "t1 / (2 * t2)"}
+    """Scaling efficiency t1 / (2 * t2): the per-round speed-up (protocol.ratio) over the 2 processes."""
+    speedup = protocol.ratio(times, one, two)
+    return {key: speedup[key] / 2 for key in ("median", "min", "max")} | {"of": "t1 / (2 * t2)"}
 
 
 def main(argv: list[str] | None = None) -> int:

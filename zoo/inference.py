@@ -16,6 +16,7 @@ them and returns the outputs in input order. Each item's output equals its own b
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 def iter_size_buckets(sizes: Sequence[int], batch_size: int = 64, max_cost: int | None = None,
@@ -210,9 +213,7 @@ def featurize_to_parquet(smiles: Sequence[str], out_dir: str | os.PathLike, *, n
             pool.join()
     skipped = [s for _, _, shard_skipped in done for s in shard_skipped]
     if skipped:
-        import logging
-
-        logging.getLogger(__name__).warning(
+        logger.warning(
             "skipped %d molecule(s): %s%s", len(skipped), "; ".join(f"{i}: {reason}" for i, _, reason in skipped[:10]),
             f"; ... ({len(skipped) - 10} more)" if len(skipped) > 10 else "")
     return {"shards": [path for path, _, _ in done], "items": sum(count for _, count, _ in done),
@@ -261,8 +262,9 @@ def featurize_file(path: str | os.PathLike, out_dir: str | os.PathLike, *, num_p
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such SMILES file")
-    if source.stat().st_size > MAX_FEATURIZE_BYTES:
-        raise ValueError(f"{source}: {source.stat().st_size} bytes, over the {MAX_FEATURIZE_BYTES}-byte limit; "
+    size = source.stat().st_size
+    if size > MAX_FEATURIZE_BYTES:
+        raise ValueError(f"{source}: {size} bytes, over the {MAX_FEATURIZE_BYTES}-byte limit; "
                          "split the file")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
